@@ -1,0 +1,141 @@
+"""params.yaml: one file for every stage, validated up front, with dotted overrides.
+
+Each stage declares its section as a dataclass (``PretrainConfig``, ``FinetuneConfig`` ...) and parses it with
+:func:`parse_section`. A bad value fails before any data is read, with one line naming the key::
+
+    params: pretrain.mask_ratio: must be in (0, 1), got 1.5
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the offending key."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise a :class:`ConfigError` for ``key`` unless ``condition`` holds (for ``__post_init__`` checks)."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def load_params(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a params file and apply ``a.b.c=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        apply_override(params, item)
+    return params
+
+
+def apply_override(params: dict[str, Any], item: str) -> None:
+    """Set ``params[a][b][c] = value`` for ``item = "a.b.c=value"``; intermediate mappings must exist."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}': expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = params
+    for depth, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"override '{item}': no section {'.'.join(parents[: depth + 1])}")
+        node = node[part]
+    node[leaf] = yaml.safe_load(text)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
+    """Validate ``params[name]`` against the dataclass ``schema``; errors read ``params: name.key: ...``."""
+    if name not in params:
+        raise ConfigError(f"params: missing section '{name}'")
+    try:
+        return from_dict(schema, params[name], name)
+    except ConfigError as err:
+        raise ConfigError(f"params: {err}") from None
+
+
+def from_dict(schema: type[T], raw: Any, prefix: str) -> T:
+    """Build dataclass ``schema`` from a mapping, checking keys and types; defaults fill missing keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(schema)
+    kwargs = {}
+    for name in fields:
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}.{name}")
+        elif fields[name].default is dataclasses.MISSING and fields[name].default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}.{name}: required key is missing")
+    try:
+        return schema(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}.{err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-YAML form of a config dataclass (what run directories record)."""
+    return dataclasses.asdict(config)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {k: _coerce(args[1] if args else Any, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
