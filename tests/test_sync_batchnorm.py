@@ -1,0 +1,65 @@
+"""Masked BN with synchronised moments on 2 gloo ranks equals one process on the whole batch."""
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from spark.masking import upsample_active
+from spark.sparse import ActiveMask, convert_sync_batchnorm, sparsify
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    active = torch.rand(4, 1, 2, 2, generator=g) > 0.4
+    active[:, 0, 0, 0] = True
+    x = torch.randn(4, 5, 8, 8, generator=g) * upsample_active(active, (8, 8))
+    return x, active
+
+
+def _rank(rank: int, port: int, queue) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    x, active = _inputs()
+    bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := ActiveMask()))
+    part = slice(2 * rank, 2 * rank + 2)
+    xr = x[part].clone().requires_grad_(True)
+    with mask.use(active[part]):
+        out = bn(xr)
+    out.square().sum().backward()
+    queue.put((rank, out.detach(), xr.grad, bn.running_mean.clone(), bn.running_var.clone()))
+    dist.destroy_process_group()
+
+
+def test_synchronised_masked_batchnorm_matches_full_batch():
+    x, active = _inputs()
+    bn = sparsify(nn.BatchNorm2d(5), mask := ActiveMask())
+    xs = x.clone().requires_grad_(True)
+    with mask.use(active):
+        out = bn(xs)
+    # Each rank's loss is the sum over its half; the all-reduced moments make the gradients add up.
+    out.square().sum().backward()
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_rank, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, rest) for r, *rest in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    got_out = torch.cat([results[0][0], results[1][0]])
+    got_grad = torch.cat([results[0][1], results[1][1]])
+    torch.testing.assert_close(got_out, out.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_grad, xs.grad, atol=1e-5, rtol=1e-4)
+    for r in (0, 1):
+        torch.testing.assert_close(results[r][2], bn.running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(results[r][3], bn.running_var, atol=1e-6, rtol=1e-5)
