@@ -1,4 +1,7 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written checkpoint or result."""
+"""Atomic file writes: a reader (or a killed run) never sees a half-written checkpoint or result.
+
+torch is imported only by the functions that need it, so data preparation does not pay for it.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-import torch
 
 
 @contextmanager
@@ -30,12 +32,16 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 def save_torch(obj: Any, path: str | Path) -> None:
     """``torch.save`` that replaces ``path`` atomically."""
+    import torch
+
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
 
 def load_torch(path: str | Path) -> Any:
     """Load tensors and plain containers only (``weights_only=True``), on the CPU."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -1,0 +1,68 @@
+"""Where each prepared dataset lives, so later stages read the same paths ``prepare`` wrote or checked.
+
+Generated datasets live under ``data.root``; user-supplied ImageNet and COCO are read in place and only their
+manifest (and contact sheet) is written under ``data.root``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from spark.data.config import DataConfig
+from spark.data.manifest import MANIFEST_NAME
+
+CONTACT_SHEET_NAME = "contact_sheet.png"
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """An ImageFolder dataset: ``train/<class>/*``, ``val/<class>/*``."""
+
+    train: Path
+    val: Path
+    num_classes: int
+    manifest: Path
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """One COCO split: an instances JSON and the folder its ``file_name`` entries are relative to."""
+
+    annotations: Path
+    images: Path
+
+
+@dataclass(frozen=True)
+class DetectionData:
+    train: CocoSplit
+    val: CocoSplit
+    manifest: Path
+
+
+def mini_coco_split(directory: str | Path, split: str) -> CocoSplit:
+    directory = Path(directory)
+    return CocoSplit(directory / "annotations" / f"instances_{split}.json", directory / split)
+
+
+def coco2017_split(root: str | Path, split: str) -> CocoSplit:
+    root = Path(root)
+    return CocoSplit(root / "annotations" / f"instances_{split}2017.json", root / f"{split}2017")
+
+
+def classification_data(cfg: DataConfig) -> ClassificationData:
+    """The classification dataset ``cfg`` selects (mini-in or ImageNet)."""
+    if cfg.classification == "mini-in":
+        source, classes, out = Path(cfg.root) / "mini-in", cfg.mini_in.classes, Path(cfg.root) / "mini-in"
+    else:
+        source, classes, out = Path(cfg.imagenet.root), cfg.imagenet.classes, Path(cfg.root) / "imagenet"
+    return ClassificationData(source / "train", source / "val", classes, out / MANIFEST_NAME)
+
+
+def detection_data(cfg: DataConfig) -> DetectionData:
+    """The detection dataset ``cfg`` selects (mini-coco or COCO 2017)."""
+    if cfg.detection == "mini-coco":
+        out = Path(cfg.root) / "mini-coco"
+        return DetectionData(mini_coco_split(out, "train"), mini_coco_split(out, "val"), out / MANIFEST_NAME)
+    out = Path(cfg.root) / "coco"
+    root = cfg.coco.root
+    return DetectionData(coco2017_split(root, "train"), coco2017_split(root, "val"), out / MANIFEST_NAME)
