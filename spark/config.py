@@ -66,6 +66,25 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None) -> dict[str, Any]:
+    """Section ``name`` for one DAG branch: the base section, then ``models[model][name]``, then (pretraining
+    only) the ablation ``ablations[variant]``. Returns a new ``params`` with that section resolved."""
+    if name not in params:
+        raise ConfigError(f"params: missing section '{name}'")
+    section = params[name]
+    if model is not None:
+        models = params.get("models") or {}
+        if model not in models:
+            raise ConfigError(f"params: models.{model}: unknown model (known: {', '.join(models) or 'none'})")
+        section = merge(section, (models[model] or {}).get(name) or {})
+    if variant is not None:
+        ablations = params.get("ablations") or {}
+        if variant != "sparse" and variant not in ablations:
+            raise ConfigError(f"params: ablations.{variant}: unknown variant (known: sparse, {', '.join(ablations)})")
+        section = merge(section, ablations.get(variant) or {})
+    return {**params, name: section}
+
+
 def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
     """Validate ``params[name]`` against the dataclass ``schema``; errors read ``params: name.key: ...``."""
     if name not in params:
@@ -98,8 +117,24 @@ def from_dict(schema: type[T], raw: Any, prefix: str) -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The plain-YAML form of a config dataclass (what run directories record)."""
-    return dataclasses.asdict(config)
+    """The plain-YAML form of a config dataclass (what run directories and checkpoints record): tuples as lists."""
+    return _plain(dataclasses.asdict(config))
+
+
+def changed_keys(config: Any, recorded: dict[str, Any], resumable: Iterable[str] = ()) -> list[str]:
+    """Keys of ``config`` whose value differs from the ``recorded`` :func:`to_dict` form, except ``resumable``
+    ones (those that change speed or bookkeeping, not the result): what forbids resuming a run."""
+    current, resumable = to_dict(config), set(resumable)
+    return sorted(k for k in current.keys() | recorded.keys()
+                  if k not in resumable and current.get(k) != recorded.get(k))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -219,19 +219,20 @@ def sparsify(module: nn.Module, active_mask: ActiveMask) -> nn.Module:
     return module
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+def convert_sync_batchnorm(module: nn.Module, dense: bool = True) -> nn.Module:
     """Prepare a model for DDP: masked BNs synchronise their moments, other BNs become SyncBatchNorm.
 
     Use this instead of ``nn.SyncBatchNorm.convert_sync_batchnorm``, which would replace the masked BNs by
-    ordinary ones and let masked positions into the statistics.
+    ordinary ones and let masked positions into the statistics. Masked BNs synchronise over any backend (gloo
+    too); ``dense=False`` leaves the other BNs per-process, for devices torch's SyncBatchNorm does not support.
     """
     if isinstance(module, MaskedBatchNorm):
         module.sync = True
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return timm.layers.convert_sync_batchnorm(module)
+        return timm.layers.convert_sync_batchnorm(module) if dense else module
     for name, child in module.named_children():
-        converted = convert_sync_batchnorm(child)
+        converted = convert_sync_batchnorm(child, dense)
         if converted is not child:
             setattr(module, name, converted)
     return module

@@ -1,0 +1,53 @@
+"""Training machinery shared by pretraining and fine-tuning: processes, precision, schedules, data order,
+one optimizer step, checkpoints, progress and metrics. Nothing here knows about SparK."""
+from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
+from .data import SeededDataset, SeededSampler, set_epoch, train_loader
+from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
+from .epochs import CONFIG_NAME, LOG_NAME, EpochTrainer, check_resumable
+from .logs import LOG_FORMAT, log_to_file
+from .loop import NonFiniteError, StepResult, train_step
+from .metrics import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
+from .precision import Precision, PrecisionName
+from .progress import epoch_bar
+from .rng import derive_seed, seed_all, seeded, set_deterministic
+from .schedule import apply_lr_wd, cosine, warmup_cosine
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "DVCLIVE_DIR",
+    "DistEnv",
+    "EpochTrainer",
+    "LOG_FORMAT",
+    "LOG_NAME",
+    "METRICS_NAME",
+    "MetricsLog",
+    "NonFiniteError",
+    "Precision",
+    "PrecisionName",
+    "SeededDataset",
+    "SeededSampler",
+    "StepResult",
+    "all_reduce_mean",
+    "all_reduce_sum",
+    "apply_lr_wd",
+    "check_resumable",
+    "checkpoint_due",
+    "cosine",
+    "derive_seed",
+    "distributed_env",
+    "epoch_bar",
+    "format_record",
+    "load_state",
+    "log_to_file",
+    "save_state",
+    "seed_all",
+    "seeded",
+    "set_deterministic",
+    "set_epoch",
+    "train_loader",
+    "train_step",
+    "unwrap",
+    "warmup_cosine",
+    "wrap_ddp",
+]

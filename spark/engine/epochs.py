@@ -1,0 +1,86 @@
+"""The outer loop every training run shares: the epochs after the last checkpoint, with rank 0 writing the
+run directory's ``config.yaml``, ``train.log``, per-epoch metrics and checkpoints."""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from spark.config import ConfigError
+from spark.io import write_text
+
+from .checkpoint import CHECKPOINT_NAME, checkpoint_due
+from .distributed import DistEnv
+from .logs import log_to_file
+from .metrics import MetricsLog
+
+CONFIG_NAME = "config.yaml"
+LOG_NAME = "train.log"
+
+
+class EpochTrainer:
+    """Base of the pretraining and fine-tuning runs. A subclass sets ``config`` (with ``epochs`` and
+    ``save_every``), ``run_dir``, ``env``, ``model``, ``start_epoch`` and ``history`` in its constructor and
+    implements :meth:`run_epoch`, :meth:`save` and :meth:`log_start`."""
+
+    logger: logging.Logger
+    config: Any
+    run_dir: Path
+    env: DistEnv
+    model: nn.Module
+    start_epoch: int
+    history: list[dict[str, float]]
+
+    def fit(self) -> nn.Module:
+        """Train the remaining epochs; after each, rank 0 checkpoints (when due) and logs the epoch's record."""
+        config, env = self.config, self.env
+        if env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / CONFIG_NAME, yaml.safe_dump(self.config_record(), sort_keys=False))
+        with log_to_file(self.logger, self.run_dir / LOG_NAME) if env.is_main else nullcontext():
+            self.log_start()
+            metrics = MetricsLog(self.run_dir, config.epochs, self.logger, self.history) if env.is_main else None
+            try:
+                for epoch in range(self.start_epoch + 1, config.epochs + 1):
+                    record = self.run_epoch(epoch)
+                    self.history.append(record)
+                    if metrics is not None:
+                        if checkpoint_due(epoch, config.epochs, config.save_every):
+                            self.save(epoch)
+                        metrics.log(epoch, record)
+            finally:
+                if metrics is not None:
+                    metrics.close()
+            if env.is_main and self.history:
+                self.finish()
+        return self.model
+
+    def config_record(self) -> dict[str, Any]:
+        """The config as plain YAML values (``config.yaml``, and the checkpoint's record of it)."""
+        raise NotImplementedError
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Train (and evaluate) one epoch, on every rank; returns the epoch's metrics."""
+        raise NotImplementedError
+
+    def save(self, epoch: int) -> None:
+        """Write the checkpoint after ``epoch`` (rank 0)."""
+        raise NotImplementedError
+
+    def log_start(self) -> None:
+        """Log what the run is about to do."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Rank 0, once the last epoch is done (or was already done): write final summaries."""
+
+
+def check_resumable(run_dir: Path, changed: list[str]) -> None:
+    """Refuse to resume a checkpoint written under other values of the recipe keys ``changed``."""
+    if changed:
+        raise ConfigError(f"{run_dir / CHECKPOINT_NAME} was written with different values of {', '.join(changed)}; "
+                          "restore them or use a new run directory")

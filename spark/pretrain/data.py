@@ -1,0 +1,122 @@
+"""Unlabelled images for pretraining: any folder (recursive) or a manifest, with the reference augmentation.
+
+Augmentation as in the reference: RandomResizedCrop(scale=(0.67, 1), bicubic), horizontal flip, ImageNet mean/std.
+An image that cannot be decoded stops the run with its path, unless ``skip_bad_images`` asks to skip and count it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+from spark.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+CROP_SCALE = (0.67, 1.0)
+
+
+class BadImageError(RuntimeError):
+    """An image file that cannot be decoded; the message names its path."""
+
+
+def list_images(source: str | Path, key: str = "pretrain.data") -> list[Path]:
+    """Image paths under a folder (recursively, symlinks followed, sorted) or listed in a manifest file (one path
+    per line, relative to the manifest's folder; blank lines and ``#`` comments ignored). Reads no image."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(
+            Path(root, name)
+            for root, _, names in os.walk(source, followlinks=True)
+            for name in names
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    elif source.is_file():
+        lines = (line.strip() for line in source.read_text().splitlines())
+        paths = [source.parent / line for line in lines if line and not line.startswith("#")]
+    else:
+        raise ConfigError(f"params: {key}: no such folder or manifest file: {source}")
+    if not paths:
+        raise ConfigError(f"params: {key}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {source}")
+    return paths
+
+
+def train_transform(size: int) -> Callable[[Image.Image], Tensor]:
+    """The reference pretraining augmentation."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
+
+
+def eval_transform(size: int) -> Callable[[Image.Image], Tensor]:
+    """Shorter side to ``size`` and a centre crop: how fixed images are shown (reconstruction figures)."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=InterpolationMode.BICUBIC),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """Decode ``path`` fully as RGB, or raise :class:`BadImageError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"cannot read image {path}: {err}") from err
+
+
+class ImageFiles(Dataset):
+    """Transformed images at ``paths``; an unreadable one raises, or yields None when ``skip_bad``."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], Tensor], skip_bad: bool = False):
+        self.paths = list(paths)
+        self.transform = transform
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor | None:
+        try:
+            image = read_rgb(self.paths[index])
+        except BadImageError as err:
+            if not self.skip_bad:
+                raise
+            logger.warning("skipping: %s", err)
+            return None
+        return self.transform(image)
+
+
+def collate_images(batch: list[Tensor | None]) -> tuple[Tensor, int]:
+    """Stack the readable images of a batch; also return how many were skipped."""
+    images = [x for x in batch if x is not None]
+    if not images:
+        raise BadImageError(f"all {len(batch)} images of a batch are unreadable (see the warnings above)")
+    return torch.stack(images), len(batch) - len(images)
+
+
+def load_images(paths: Sequence[Path], size: int) -> Tensor:
+    """A normalised batch of ``paths`` under :func:`eval_transform`."""
+    transform = eval_transform(size)
+    return torch.stack([transform(read_rgb(p)) for p in paths])
+
+
+def spread(paths: Sequence[Path], count: int) -> list[Path]:
+    """``count`` paths evenly spaced over ``paths`` (so a class-sorted folder shows several classes)."""
+    count = min(count, len(paths))
+    return [paths[i * len(paths) // count] for i in range(count)]

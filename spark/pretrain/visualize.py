@@ -1,0 +1,73 @@
+"""The paper's Fig. 4: input | masked | reconstruction | reconstruction with the visible patches pasted back.
+
+:func:`reconstruction_grid` is pure (model, images, mask -> image); :func:`write_reconstruction` draws a fixed mask
+and saves a PNG atomically; :func:`load_model` rebuilds a model with its decoder from any checkpoint that has one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import Tensor
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
+
+from spark import load_checkpoint
+from spark.config import ConfigError, from_dict
+from spark.io import atomic_open, load_torch
+from spark.masking import upsample_active
+from spark.model import SparK, build_spark
+
+from .config import PretrainConfig, build_model
+
+COLUMNS = 4
+
+
+@torch.no_grad()
+def reconstruction_grid(model: SparK, images: Tensor, active: Tensor) -> Image.Image:
+    """One row per image of ImageNet-normalised ``images`` under mask ``active``, in RGB; masked cells black.
+
+    The model runs in eval mode (running BN statistics), so drawing a figure does not change it.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        reconstruction = model.predict(images, active)
+        _, masked, pasted = model.reconstruct(images, active)
+    finally:
+        model.train(was_training)
+    visible = upsample_active(active, images.shape[-2:]).float().cpu()
+    columns = [_to_rgb(images), _to_rgb(masked) * visible, _to_rgb(reconstruction), _to_rgb(pasted)]
+    grid = make_grid(torch.stack(columns, dim=1).flatten(0, 1), nrow=COLUMNS, padding=2, pad_value=1.0)
+    return to_pil_image(grid)
+
+
+def write_reconstruction(model: SparK, images: Tensor, path: str | Path, seed: int = 0) -> None:
+    """Save :func:`reconstruction_grid` for a mask drawn from ``seed`` (the same cells every time)."""
+    active = model.mask(len(images), images.device, generator=torch.Generator().manual_seed(seed))
+    figure = reconstruction_grid(model, images, active)
+    with atomic_open(path, "wb") as f:
+        figure.save(f, format="PNG")
+
+
+def load_model(checkpoint: str | Path, arch: str | None = None, input_size: int = 224) -> SparK:
+    """A model with decoder from our ``checkpoint.pth`` (which records its config) or from the authors' released
+    checkpoints with decoder (``arch`` and ``input_size`` required, decoder width as in the paper)."""
+    state = load_torch(checkpoint)
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        model = build_model(from_dict(PretrainConfig, state["config"], f"{checkpoint}: config"))
+    elif arch is not None:
+        model = build_spark(arch, input_size)
+    else:
+        raise ConfigError(f"{checkpoint}: records no config; pass the architecture (--arch)")
+    if load_checkpoint(model, state).layout == "timm":
+        raise ConfigError(f"{checkpoint}: encoder-only weights; a reconstruction needs the decoder too")
+    return model
+
+
+def _to_rgb(images: Tensor) -> Tensor:
+    mean = images.new_tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    return (images.float() * std + mean).clamp(0, 1).cpu()

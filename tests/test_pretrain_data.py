@@ -1,0 +1,73 @@
+"""Pretraining data: folders and manifests, the reference augmentation, unreadable images."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spark.config import ConfigError
+from spark.engine import DistEnv, train_loader
+from spark.pretrain.data import (
+    BadImageError, ImageFiles, collate_images, list_images, load_images, spread, train_transform,
+)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Six 40x48 images in nested class folders, a text file and a corrupt 'image'."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        path = tmp_path / "images" / f"class{i % 2}" / ("deep" if i == 5 else "") / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    (tmp_path / "images" / "README.txt").write_text("not an image")
+    return tmp_path / "images"
+
+
+def test_folder_is_searched_recursively_ignoring_labels(folder):
+    paths = list_images(folder)
+    assert [p.name for p in paths] == ["0.png", "2.png", "4.png", "1.png", "3.png", "5.png"]
+
+
+def test_manifest_lists_paths_relative_to_itself(folder):
+    manifest = folder / "train.txt"
+    manifest.write_text("# train split\nclass0/0.png\n\nclass1/deep/5.png\n")
+    assert list_images(manifest) == [folder / "class0/0.png", folder / "class1/deep/5.png"]
+
+
+def test_missing_or_empty_data_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="params: pretrain.data: no such folder or manifest file"):
+        list_images(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="params: pretrain.data: no images"):
+        list_images(tmp_path)
+
+
+def test_reference_augmentation_output(folder):
+    images = torch.stack([train_transform(32)(Image.open(p).convert("RGB")) for p in list_images(folder)])
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.float32
+    assert -2.2 < images.min() < 0 < images.max() < 2.7  # ImageNet mean/std normalised
+    fixed = load_images(list_images(folder)[:2], 32)
+    assert torch.equal(fixed, load_images(list_images(folder)[:2], 32))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unreadable_image_stops_with_its_path(folder, num_workers):
+    bad = folder / "class0" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    dataset = ImageFiles(list_images(folder), train_transform(32))
+    loader = train_loader(dataset, batch_size=7, env=DistEnv(), seed=0, num_workers=num_workers,
+                          collate_fn=collate_images)
+    with pytest.raises(BadImageError, match=f"cannot read image {bad}"):
+        list(loader)
+
+
+def test_skip_bad_images_counts_them(folder):
+    (folder / "class0" / "broken.png").write_bytes(b"garbage")
+    dataset = ImageFiles(list_images(folder), train_transform(32), skip_bad=True)
+    [(images, skipped)] = list(train_loader(dataset, batch_size=7, env=DistEnv(), seed=0, num_workers=0,
+                                            collate_fn=collate_images))
+    assert images.shape[0] == 6 and skipped == 1
+
+
+def test_spread_picks_evenly():
+    assert spread(list(range(10)), 3) == [0, 3, 6]
+    assert spread(list(range(2)), 8) == [0, 1]

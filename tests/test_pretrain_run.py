@@ -1,0 +1,226 @@
+"""End-to-end pretraining runs on tiny generated images (CPU): outputs, resume, guards, DDP, CLI, learning."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+
+import spark.pretrain.trainer as trainer_module
+from spark.cli import main as cli
+from spark.config import ConfigError
+from spark.engine import NonFiniteError
+from spark.io import load_torch
+from spark.model import SparK
+from spark.pretrain import PretrainConfig, pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_images(root: Path, count: int, size: int = 72, seed: int = 0) -> Path:
+    """Smooth colour ramps along a random direction (one per image, per-channel frequency and phase): a masked
+    patch is predictable from its visible neighbours, so the reconstruction loss can fall quickly."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        angle = rng.uniform(0, 2 * np.pi)
+        t = np.cos(angle) * xx + np.sin(angle) * yy
+        ramps = [np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6)) for _ in range(3)]
+        path = root / f"class{i % 3}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((np.stack(ramps, -1) + 1) * 127.5).astype(np.uint8)).save(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("data") / "images", 16)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dvclive initialises a DVC repo in an enclosing git repo that has none
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def tiny(images: Path, **changes) -> PretrainConfig:
+    """test_resnet (0.4 M parameters) at 64 px: 4 iterations of 4 images per epoch."""
+    base = dict(data=str(images), arch="test_resnet", input_size=64, decoder_width=64, epochs=3, warmup_epochs=1,
+                global_batch=4, base_lr=0.05, num_workers=0, vis_images=2, deterministic=True)
+    return PretrainConfig(**{**base, **changes})
+
+
+def write_params(path: Path, config: PretrainConfig) -> Path:
+    path.write_text(yaml.safe_dump({"pretrain": {k: v for k, v in dataclasses.asdict(config).items() if v is not None}}))
+    return path
+
+
+def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_torch(run_dir / "checkpoint.pth")["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_run_directory_contents(images, tmp_path):
+    run = tmp_path / "run"
+    model = pretrain(tiny(images), run)
+    assert isinstance(model, SparK)
+    assert {p.name for p in run.iterdir()} == {
+        "checkpoint.pth", "encoder.pth", "metrics.json", "dvclive", "reconstruction.png", "config.yaml", "train.log",
+        "run.json"}
+    checkpoint = load_torch(run / "checkpoint.pth")
+    assert checkpoint["epoch"] == 3 and len(checkpoint["history"]) == 3
+    assert checkpoint["config"] == yaml.safe_load((run / "config.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epoch"] == 3 and set(metrics) == {"epoch", "loss", "lr", "weight_decay", "grad_norm", "img_per_s"}
+    assert len((run / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()) == 1 + 3
+    assert "epoch 3/3  loss" in (run / "train.log").read_text()
+    timm_model = timm.create_model("test_resnet")
+    missing, unexpected = timm_model.load_state_dict(load_torch(run / "encoder.pth"), strict=False)
+    assert not unexpected and all(k.startswith("head.") or k.startswith("fc.") for k in missing)
+    assert Image.open(run / "reconstruction.png").size == (4 * 66 + 2, 2 * 66 + 2)  # 4 columns, 2 images
+
+    finished = (run / "checkpoint.pth").stat().st_mtime_ns
+    pretrain(tiny(images), run)  # the same command again: nothing left to do
+    assert (run / "checkpoint.pth").stat().st_mtime_ns == finished
+    with pytest.raises(ConfigError, match="different values of epochs"):
+        pretrain(tiny(images, epochs=4), run)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    forward = SparK.forward
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = forward(self, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == 6 else loss  # epoch 2, iteration 2
+
+    monkeypatch.setattr(SparK, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=r"loss is nan at epoch 2/3, iteration 2/4"):
+        pretrain(tiny(images), run)
+    checkpoint = load_torch(run / "checkpoint.pth")
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert json.loads((run / "metrics.json").read_text())["epoch"] == 1
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_path):
+    config = tiny(images, epochs=6, num_workers=2)
+    pretrain(dataclasses.replace(config, num_workers=0), tmp_path / "uninterrupted")  # worker count is irrelevant
+
+    params = write_params(tmp_path / "params.yaml", config)
+    command = [sys.executable, "-m", "spark.pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    metrics = tmp_path / "killed" / "metrics.json"
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    while not metrics.exists() and process.poll() is None:  # metrics.json appears once epoch 1 is checkpointed
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, process.stderr.read()
+    killed_at = load_torch(tmp_path / "killed" / "checkpoint.pth")["epoch"]
+    assert 1 <= killed_at < 6
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/6" in resumed.stderr
+    assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(tmp_path / "killed"))
+    loss_rows = (tmp_path / "killed/dvclive/plots/metrics/loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in loss_rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+RANK_SCRIPT = """
+import os, sys, torch
+from spark.pretrain import load_pretrain_config, pretrain
+torch.set_num_threads(1)
+model = pretrain(load_pretrain_config(sys.argv[1]), sys.argv[2])
+from spark.sparse import MaskedBatchNorm
+synced = [m.sync for m in model.modules() if isinstance(m, MaskedBatchNorm)]
+assert synced and all(synced), "masked BNs must synchronise their moments under DDP"
+torch.save({k: v.detach() for k, v in model.named_parameters()}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+"""
+
+
+def test_two_gloo_ranks_end_with_identical_weights(images, tmp_path):
+    config = tiny(images, epochs=2, micro_batch=1, deterministic=False)  # 2 images per rank, 2 micro-batches
+    params = write_params(tmp_path / "params.yaml", config)
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(params),
+                             str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    assert_same_weights(rank0, rank1)
+    initial = dict(SparK.named_parameters(trainer_module.build_model(config)))
+    assert not torch.equal(rank0["decoder.head.weight"], initial["decoder.head.weight"])  # it did train
+    assert "2 per rank, micro-batches of 1" in (tmp_path / "run" / "train.log").read_text()
+    assert load_torch(tmp_path / "run" / "checkpoint.pth")["epoch"] == 2
+
+
+def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    pretrain(tiny(images, epochs=2), source)
+    seen = []
+
+    def spy(model, path):
+        report = load_checkpoint(model, path)
+        seen.append((path, {k: v.clone() for k, v in model.encoder_state_dict().items()}))
+        return report
+
+    load_checkpoint = trainer_module.load_checkpoint
+    monkeypatch.setattr(trainer_module, "load_checkpoint", spy)
+    pretrain(tiny(images, epochs=2), tmp_path / "run", init_from=source / "encoder.pth")
+    [(path, loaded)] = seen
+    assert path == source / "encoder.pth"
+    assert_same_weights(loaded, load_torch(source / "encoder.pth"))
+    history = load_torch(tmp_path / "run" / "checkpoint.pth")["history"]
+    assert len(history) == 2  # a fresh run: epochs and optimizer state were not taken from the source
+
+
+def test_cli(images, tmp_path, capsys, monkeypatch):
+    import spark.data.prepare
+
+    monkeypatch.setattr(spark.data.prepare, "main", lambda argv: len(argv))
+    assert cli(["prepare", "--params", "p.yaml", "data.seed=1"]) == 3  # delegated verbatim
+
+    params = write_params(tmp_path / "params.yaml", tiny(images))
+    assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "bad"), "pretrain.mask_ratio=1.5"]) == 2
+    assert "pretrain.mask_ratio: must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "run"), "pretrain.epochs=2"]) == 0
+    assert load_torch(tmp_path / "run" / "checkpoint.pth")["config"]["epochs"] == 2
+    figure = tmp_path / "fig.png"
+    pictures = sorted(images.rglob("*.png"))[:3]
+    assert cli(["visualize", str(tmp_path / "run" / "checkpoint.pth"), *map(str, pictures), "--out", str(figure)]) == 0
+    assert Image.open(figure).size == (4 * 66 + 2, 3 * 66 + 2)
+    assert cli(["visualize", str(tmp_path / "run" / "encoder.pth"), str(pictures[0]), "--out", str(figure)]) == 2
+    assert "records no config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pretraining_resnet18_lowers_the_masked_reconstruction_loss(tmp_path):
+    data = write_images(tmp_path / "images", 256, seed=1)
+    config = PretrainConfig(data=str(data), arch="resnet18", input_size=64, decoder_width=128, epochs=12,
+                            warmup_epochs=1, global_batch=16, base_lr=0.4, num_workers=1, save_every=12,
+                            vis_images=4, deterministic=True)
+    pretrain(config, tmp_path / "run")  # 192 LAMB steps at peak lr 0.025 (LAMB's lr is a relative step size)
+    losses = [record["loss"] for record in load_torch(tmp_path / "run" / "checkpoint.pth")["history"]]
+    assert losses[0] > 0.9  # predicting nothing costs ~1 on per-patch normalised targets
+    assert np.mean(losses[-3:]) < 0.75 * losses[0], losses
