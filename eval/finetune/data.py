@@ -1,0 +1,74 @@
+"""ImageFolder data for fine-tuning with the reference's transforms and batch mixing.
+
+Train: timm's ImageNet pipeline as the authors configure it (RandomResizedCrop bicubic, flip, an augmentation
+policy instead of colour jitter, ImageNet mean/std, RandomErasing with per-pixel noise). Eval: shorter side to
+``size / crop`` (bicubic), centre crop. Mixup/CutMix and label smoothing act on whole batches (timm's ``Mixup``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+from timm.data import Mixup
+from timm.data.transforms_factory import transforms_imagenet_eval, transforms_imagenet_train
+from torch import Tensor
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import Compose, InterpolationMode, TrivialAugmentWide
+
+from spark.config import ConfigError
+
+TRIVIAL, NO_POLICY = "trivial", "none"
+# From this input size on the reference replaces TrivialAugmentWide by timm's AutoAugment policy "v0".
+LARGE_INPUT, LARGE_INPUT_POLICY = 384, "v0"
+
+
+def augment_policy(augment: str, size: int) -> str:
+    """``auto`` as the reference resolves it; other names pass through."""
+    if augment != "auto":
+        return augment
+    return TRIVIAL if size < LARGE_INPUT else LARGE_INPUT_POLICY
+
+
+def train_transform(size: int, augment: str, erase_prob: float) -> Callable[[Image.Image], Tensor]:
+    """The training transform; ``augment`` is ``auto``, ``trivial``, ``none`` or a timm auto-augment spec
+    (``rand-m9-mstd0.5``, ``v0`` ...). Raises ValueError for a spec timm cannot parse."""
+    policy = augment_policy(augment, size)
+    try:
+        primary, secondary, final = transforms_imagenet_train(
+            size, interpolation="bicubic", auto_augment=None if policy in (TRIVIAL, NO_POLICY) else policy,
+            color_jitter=None, re_prob=erase_prob, re_mode="pixel", re_count=1, separate=True)
+    except (AssertionError, KeyError, IndexError, ValueError) as err:  # what timm's policy parsers raise
+        raise ValueError(f"not 'auto', '{TRIVIAL}', '{NO_POLICY}' or a timm auto-augment spec: {augment!r}") from err
+    if policy == TRIVIAL:
+        secondary = Compose([TrivialAugmentWide(interpolation=InterpolationMode.BICUBIC)])
+    return Compose([*primary.transforms, *secondary.transforms, *final.transforms])
+
+
+def eval_transform(size: int, crop: float) -> Callable[[Image.Image], Tensor]:
+    """Shorter side to ``floor(size / crop)`` (bicubic), centre crop ``size``, ImageNet mean/std."""
+    return transforms_imagenet_eval(size, crop_pct=crop, interpolation="bicubic")
+
+
+def image_folders(root: str | Path, train: Callable, val: Callable) -> tuple[ImageFolder, ImageFolder]:
+    """``root/train`` and ``root/val`` as ImageFolders with the given transforms; both must hold the same classes."""
+    root = Path(root)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConfigError(f"params: finetune.data: no {split}/ folder in {root} (expected an ImageFolder root)")
+    train_set, val_set = ImageFolder(str(root / "train"), train), ImageFolder(str(root / "val"), val)
+    if train_set.classes != val_set.classes:
+        raise ConfigError(f"params: finetune.data: {root}/train has {len(train_set.classes)} classes and "
+                          f"{root}/val {len(val_set.classes)}; they must have the same class folders")
+    return train_set, val_set
+
+
+def batch_mixer(num_classes: int, *, mixup: float, cutmix: float, switch_prob: float, smoothing: float) -> Mixup:
+    """Mixup or CutMix on every batch (CutMix with ``switch_prob``), soft targets with label smoothing.
+
+    As in the reference, ``mixup == 0`` turns mixing off entirely; targets are still smoothed one-hot vectors.
+    """
+    mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=switch_prob, mode="batch",
+                  label_smoothing=smoothing, num_classes=num_classes)
+    mixer.mixup_enabled = mixup > 0
+    return mixer
