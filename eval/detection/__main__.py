@@ -1,0 +1,42 @@
+"""``python -m eval.detection --params params.yaml --init {scratch|encoder.pth} --out RUN_DIR [--model M] [key.path=value ...]``"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from eval.detection.config import DetectionConfig
+from spark.config import ConfigError, apply_override, branch_section, load_params, parse_section
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.detection",
+        description="Fine-tune Mask R-CNN (Detectron2) from an encoder on COCO-format data; write box/mask AP.",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file with a `detection` section")
+    parser.add_argument("--init", required=True,
+                        help="'scratch' (random init), or encoder weights: our encoder.pth, the authors' .pth")
+    parser.add_argument("--out", required=True, help="run directory; re-running with a checkpoint there resumes")
+    parser.add_argument("--model", help="merge params['models'][MODEL]['detection'] over the detection section")
+    parser.add_argument("--num-gpus", type=int, default=torch.cuda.device_count(),
+                        help="DDP processes (one per GPU, SyncBN); 0 or 1 trains in this process")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. detection.max_iter=20")
+    args = parser.parse_args(argv)
+    try:
+        params = branch_section(load_params(args.params), "detection", args.model)
+        for item in args.overrides:
+            apply_override(params, item)
+        config = parse_section(params, "detection", DetectionConfig)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from eval.detection.train import run  # Detectron2 is imported only once the params are valid
+
+    run(config, args.init, args.out, args.num_gpus)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

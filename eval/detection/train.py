@@ -1,0 +1,133 @@
+"""Fine-tune Mask R-CNN from an encoder and evaluate it: Detectron2's ``DefaultTrainer`` with the SparK recipe.
+
+A run directory holds ``config.yaml`` (the full Detectron2 config), ``log.txt``, ``events.jsonl`` (Detectron2's
+scalars per logging step), ``dvclive/`` (curves), ``model_*.pth`` + ``last_checkpoint`` (re-running resumes),
+``inference/`` (COCO-format predictions), ``metrics.json`` (box and mask AP) and ``run.json`` (provenance).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import DefaultTrainer, launch
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from eval.detection.config import DetectionConfig
+from eval.detection.convert import load_encoder
+from eval.detection.optim import build_optimizer
+from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
+from eval.detection.writer import DvcLiveWriter
+from spark.checkpoint import read_encoder_state_dict
+from spark.io import write_json, write_text
+from spark.provenance import recorded_run
+
+SCRATCH = "scratch"
+TASKS = ("bbox", "segm")
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+Metrics = dict[str, dict[str, float | None]]
+logger = logging.getLogger(__name__)
+
+
+def has_c_ops() -> bool:
+    """Whether Detectron2 was built with its C++ ops (official builds); the PyPI sdist install has none."""
+    return importlib.util.find_spec("detectron2._C") is not None
+
+
+def build_evaluator(dataset_name: str, output_dir: str | Path) -> COCOEvaluator:
+    """COCO box and mask AP; the pure-Python COCOeval when the fast C++ one is missing."""
+    return COCOEvaluator(dataset_name, tasks=TASKS, output_dir=str(output_dir), use_fast_impl=has_c_ops())
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with AdamW + layer-wise lr decay, COCO evaluation, and JSON/dvclive writers."""
+
+    @classmethod
+    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str) -> COCOEvaluator:
+        return build_evaluator(dataset_name, Path(cfg.OUTPUT_DIR) / "inference")
+
+    def build_writers(self) -> list[EventWriter]:
+        out = Path(self.cfg.OUTPUT_DIR)
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(str(out / "events.jsonl")),
+            DvcLiveWriter(out / "dvclive", resume=self.checkpointer.has_checkpoint()),
+        ]
+
+
+def register_datasets(config: DetectionConfig) -> int:
+    """Register the train and val sets under the recipe's fixed names (replacing earlier ones); → class count."""
+    for name, json_file, images in (
+        (TRAIN_DATASET, config.path(config.train_json), config.path(config.train_images)),
+        (VAL_DATASET, config.path(config.val_json), config.path(config.val_images)),
+    ):
+        for path in (json_file, images):
+            if not path.exists():
+                raise FileNotFoundError(f"detection dataset: {path} not found (detection.data_root={config.data_root})")
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_coco_instances(name, {}, str(json_file), str(images))
+    DatasetCatalog.get(TRAIN_DATASET)  # loading the JSON records the class names in the metadata
+    return len(MetadataCatalog.get(TRAIN_DATASET).thing_classes)
+
+
+def summarize(results: Mapping[str, Mapping[str, float]]) -> Metrics:
+    """The six COCO numbers per task. NaN (no ground truth of that size) becomes null: the JSON stays valid."""
+    return {
+        task: {m: float(results[task][m]) if math.isfinite(results[task][m]) else None for m in COCO_METRICS}
+        for task in TASKS
+    }
+
+
+def train(config: DetectionConfig, init: str, out: str | Path) -> Metrics | None:
+    """Train and evaluate in this process (one DDP worker under :func:`run`); the main process writes metrics.json.
+
+    ``init`` is ``"scratch"`` (random init) or a checkpoint :func:`read_encoder_state_dict` reads: our
+    ``encoder.pth``, the authors' timm-style or full SparK checkpoints. A run directory with a checkpoint resumes.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("detectron2", "eval"):
+        setup_logger(str(out), distributed_rank=comm.get_rank(), name=name)
+    encoder = None if init == SCRATCH else read_encoder_state_dict(init)
+    num_classes = register_datasets(config)
+    cfg = build_cfg(config, num_classes, out, comm.get_world_size())
+    seed_all_rng(config.seed + comm.get_rank())
+    if comm.is_main_process():
+        write_text(out / "config.yaml", cfg.dump())
+
+    trainer = Trainer(cfg)
+    if encoder is not None:
+        model = trainer.model.module if isinstance(trainer.model, DistributedDataParallel) else trainer.model
+        load_encoder(model.backbone.bottom_up, encoder)
+        logger.info("initialised every backbone parameter and buffer from %s", init)
+    trainer.resume_or_load(resume=True)  # a checkpoint in `out` takes precedence over the init
+    trainer.train()
+    if not comm.is_main_process():
+        return None
+    metrics = summarize(trainer._last_eval_results)  # set by DefaultTrainer's final evaluation
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int) -> None:
+    """:func:`train` on ``num_gpus`` GPUs with DDP and SyncBN (Detectron2's ``launch``), or in this process."""
+    with recorded_run(out, "detection", dataclasses.asdict(config), config.seed) as info:
+        info.update(init=init, num_gpus=num_gpus)
+        launch(train, num_gpus_per_machine=max(num_gpus, 1), dist_url="auto", args=(config, init, str(out)))

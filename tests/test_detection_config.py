@@ -1,0 +1,87 @@
+"""The ``detection`` params section and the Detectron2 config built from it (the authors' COCO recipe)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from eval.detection.config import DetectionConfig
+from spark.config import ConfigError, parse_section
+
+SMOKE = {
+    "data_root": "data/mini-coco", "train_json": "annotations/instances_train.json", "train_images": "train",
+    "val_json": "annotations/instances_val.json", "val_images": "val", "arch": "resnet18",
+    "min_size_train": [96, 128], "max_size_train": 160, "min_size_test": 128, "max_size_test": 160,
+    "batch_size": 2, "max_iter": 10, "steps": [8], "warmup_iters": 2, "roi_per_image": 64,
+    "score_thresh_test": 0.0, "precise_bn_iters": 2, "num_workers": 0,
+}
+
+
+def test_defaults_are_the_paper_recipe():
+    config = DetectionConfig()
+    assert (config.arch, config.backbone, config.batch_size, config.max_iter) == ("resnet50", "resnet", 16, 90_000)
+    assert config.steps == (60_000, 80_000) and config.gamma == 0.25
+    assert (config.base_lr, config.layer_decay, config.weight_decay, config.warmup_iters) == (2.5e-4, 0.6, 1e-4, 1000)
+    assert config.min_size_train[0] == 480 and config.min_size_train[-1] == 896
+
+
+def test_parse_section_coerces_lists_and_paths():
+    config = parse_section({"detection": SMOKE}, "detection", DetectionConfig)
+    assert config.min_size_train == (96, 128) and config.steps == (8,)
+    assert str(config.path(config.train_json)) == "data/mini-coco/annotations/instances_train.json"
+    assert str(config.path("/abs/x.json")) == "/abs/x.json"
+
+
+@pytest.mark.parametrize(("update", "message"), [
+    ({"steps": [8, 12]}, "detection.steps: must increase strictly within (0, max_iter)"),
+    ({"arch": "convnext_atto"}, "detection.arch: the resnet backbone supports"),
+    ({"layer_decay": 0.0}, "detection.layer_decay: must be in (0, 1]"),
+    ({"backbone": "vit"}, "detection.backbone: must be one of 'resnet', 'timm'"),
+    ({"max_iters": 3}, "detection.max_iters: unknown key"),
+])
+def test_bad_values_name_the_key(update, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"params: {message}")):
+        parse_section({"detection": {**SMOKE, **update}}, "detection", DetectionConfig)
+
+
+def test_recipe_mirrors_the_authors_config(tmp_path):
+    pytest.importorskip("detectron2")
+    from eval.detection.recipe import PIXEL_MEAN, PIXEL_STD, build_cfg
+
+    cfg = build_cfg(DetectionConfig(), num_classes=80, output_dir=tmp_path)
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.MASK_ON
+    assert cfg.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 256
+    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
+    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_BOX_HEAD.NUM_CONV, cfg.MODEL.ROI_BOX_HEAD.NUM_FC) == (
+        "FastRCNNConvFCHead", 4, 1)
+    assert cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 4
+    norms = (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.ROI_BOX_HEAD.NORM, cfg.MODEL.ROI_MASK_HEAD.NORM)
+    assert set(norms) == {"BN"}
+    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_MEAN == PIXEL_MEAN and cfg.MODEL.PIXEL_STD == PIXEL_STD
+    assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(range(480, 897, 32)) and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice"
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.GAMMA) == (
+        16, 90_000, (60_000, 80_000), 0.25)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.LAYER_DECAY, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WARMUP_ITERS) == (
+        2.5e-4, 0.6, 1e-4, 1000)
+    assert cfg.TEST.PRECISE_BN.ENABLED and cfg.MODEL.WEIGHTS == "" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+
+
+def test_recipe_uses_syncbn_across_processes_and_the_timm_backbone(tmp_path):
+    pytest.importorskip("detectron2")
+    from eval.detection.recipe import build_cfg
+
+    config = DetectionConfig(arch="convnext_atto", backbone="timm", drop_path_rate=0.1)
+    cfg = build_cfg(config, num_classes=10, output_dir=tmp_path, world_size=8)
+    assert cfg.MODEL.BACKBONE.NAME == "build_timm_fpn_backbone"
+    assert (cfg.MODEL.TIMM.ARCH, cfg.MODEL.TIMM.NORM, cfg.MODEL.TIMM.DROP_PATH_RATE) == ("convnext_atto", "SyncBN", 0.1)
+    assert {cfg.MODEL.FPN.NORM, cfg.MODEL.ROI_BOX_HEAD.NORM, cfg.MODEL.ROI_MASK_HEAD.NORM} == {"SyncBN"}
+
+
+def test_recipe_for_small_resnets(tmp_path):
+    pytest.importorskip("detectron2")
+    from eval.detection.recipe import build_cfg
+
+    cfg = build_cfg(parse_section({"detection": SMOKE}, "detection", DetectionConfig), 10, tmp_path)
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS) == (18, 64)
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.0 and cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE == 64
