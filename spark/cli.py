@@ -42,7 +42,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     from spark.pretrain import load_pretrain_config, pretrain
 
     config = load_pretrain_config(args.params, args.overrides, model=args.model, variant=args.variant)
-    pretrain(config, args.out, init_from=args.init_from)
+    pretrain(config, args.out, init_from=args.init_from, restart_on_change=args.restart_on_change)
 
 
 def _visualize(args: argparse.Namespace) -> None:
@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="merge params['models'][MODEL]['pretrain'] over the pretrain section")
     run.add_argument("--variant", help="then merge params['ablations'][VARIANT] ('sparse': the method itself)")
     run.add_argument("--init-from", type=Path, help="initial weights (ours or the authors'); ignored on resume")
+    run.add_argument("--restart-on-change", action="store_true",
+                     help="start over (keeping checkpoint.stale.pth) if the run's checkpoint has another recipe")
     run.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. pretrain.epochs=2")
     run.set_defaults(run=_pretrain)
 

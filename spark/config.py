@@ -67,7 +67,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None) -> dict[str, Any]:
-    """Section ``name`` for one DAG branch: the base section, then ``models[model][name]``, then (pretraining
+    """Section ``name`` for one DAG branch: the base section, then ``arch: model`` (a model is named by its timm
+    architecture unless ``models[model][name]`` sets ``arch``), then ``models[model][name]``, then (pretraining
     only) the ablation ``ablations[variant]``. Returns a new ``params`` with that section resolved."""
     if name not in params:
         raise ConfigError(f"params: missing section '{name}'")
@@ -76,7 +77,7 @@ def branch_section(params: dict[str, Any], name: str, model: str | None = None, 
         models = params.get("models") or {}
         if model not in models:
             raise ConfigError(f"params: models.{model}: unknown model (known: {', '.join(models) or 'none'})")
-        section = merge(section, (models[model] or {}).get(name) or {})
+        section = merge({**section, "arch": model}, (models[model] or {}).get(name) or {})
     if variant is not None:
         ablations = params.get("ablations") or {}
         if variant != "sparse" and variant not in ablations:

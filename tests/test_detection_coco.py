@@ -139,7 +139,7 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     encoder = timm.create_model("resnet18").state_dict()
     del encoder["fc.weight"], encoder["fc.bias"]
     torch.save(encoder, tmp_path / "encoder.pth")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"detection": smoke(mini_coco)}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"detection": smoke(mini_coco, checkpoint_period=2)}))
     run = tmp_path / "run"
     args = ["--params", str(tmp_path / "params.yaml"), "--init", str(tmp_path / "encoder.pth"), "--out", str(run)]
 
@@ -156,10 +156,20 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     assert max(losses) == 2 and all(math.isfinite(v) for v in losses.values())
     assert (run / "dvclive" / "plots" / "metrics" / "total_loss.tsv").is_file()
 
-    # Re-running with a longer schedule resumes from the last checkpoint instead of the init.
-    assert main([*args, "detection.max_iter=4"]) == 0
-    assert "Starting training from iteration 3" in (run / "log.txt").read_text()
-    assert max(train_losses(run)) == 3
+    # A run killed after its checkpoint at iteration 2 resumes there when the same command runs again.
+    (run / "model_final.pth").unlink()
+    (run / "last_checkpoint").write_text("model_0000001.pth")
+    assert main(args) == 0
+    assert "Starting training from iteration 2" in (run / "log.txt").read_text()
+    assert max(train_losses(run)) == 2 and (run / "model_final.pth").is_file()
+
+    # Another recipe does not resume those checkpoints: an error, or a fresh start with the old ones set aside.
+    assert main([*args, "detection.max_iter=4"]) == 2
+    assert main([*args, "--restart-on-change", "detection.max_iter=4"]) == 0
+    assert sorted(p.name for p in (run / "stale").iterdir()) == ["last_checkpoint", "model_0000001.pth",
+                                                                  "model_final.pth"]
+    assert (run / "log.txt").read_text().count("Starting training from iteration 0") == 2
+    assert json.loads((run / "params.json").read_text())["max_iter"] == 4
     assert json.loads((run / "metrics.json").read_text())["bbox"]["AP"] is not None
 
 

@@ -100,7 +100,7 @@ def test_run_directory_contents(colours, tmp_path):
     assert (run / "checkpoint.pth").stat().st_mtime_ns == finished
     with pytest.raises(ConfigError, match="different values of epochs"):
         finetune(tiny(colours, epochs=4), run)
-    with pytest.raises(ConfigError, match="was initialised from scratch, not other.pth"):
+    with pytest.raises(ConfigError, match="different values of init"):
         finetune(tiny(colours), run, "other.pth")
 
 

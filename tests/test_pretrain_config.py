@@ -64,6 +64,11 @@ def test_model_then_variant_then_dotted_overrides(tmp_path):
     config = load_pretrain_config(params, ["pretrain.epochs=30"], model="r50", variant="zero_out")
     assert (config.arch, config.drop_path_rate, config.encoder_mode, config.epochs) == ("resnet50", 0.05, "zero_out", 30)
     assert load_pretrain_config(params, variant="sparse").encoder_mode == "sparse"
+    params.write_text(yaml.safe_dump({"pretrain": {"data": MISSING_DATA, "arch": "resnet18"},
+                                      "models": {"resnet50": None, "convnext_base": {"pretrain": {"epochs": 300}}}}))
+    assert load_pretrain_config(params, model="resnet50").arch == "resnet50"  # a model is named by its arch
+    assert (load_pretrain_config(params, model="convnext_base").arch, load_pretrain_config(params).arch) == (
+        "convnext_base", "resnet18")
     with pytest.raises(ConfigError, match=r"params: ablations.nope: unknown variant"):
         load_pretrain_config(params, variant="nope")
 

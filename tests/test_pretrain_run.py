@@ -99,6 +99,9 @@ def test_run_directory_contents(images, tmp_path):
     assert (run / "checkpoint.pth").stat().st_mtime_ns == finished
     with pytest.raises(ConfigError, match="different values of epochs"):
         pretrain(tiny(images, epochs=4), run)
+    pretrain(tiny(images, epochs=4), run, restart_on_change=True)  # what the workflows do: a new recipe starts over
+    assert load_torch(run / "checkpoint.stale.pth")["epoch"] == 3
+    assert [len(load_torch(run / "checkpoint.pth")["history"]), json.loads((run / "metrics.json").read_text())["epoch"]] == [4, 4]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="merge params['models'][MODEL]['detection'] over the detection section")
     parser.add_argument("--num-gpus", type=int, default=torch.cuda.device_count(),
                         help="DDP processes (one per GPU, SyncBN); 0 or 1 trains in this process")
+    parser.add_argument("--restart-on-change", action="store_true",
+                        help="start over (old checkpoints to stale/) if the run's checkpoints have another recipe")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. detection.max_iter=20")
     args = parser.parse_args(argv)
     try:
@@ -34,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from eval.detection.train import run  # Detectron2 is imported only once the params are valid
 
-    run(config, args.init, args.out, args.num_gpus)
+    try:
+        run(config, args.init, args.out, args.num_gpus, args.restart_on_change)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

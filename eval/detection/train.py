@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,10 +32,12 @@ from eval.detection.optim import build_optimizer
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
 from eval.detection.writer import DvcLiveWriter
 from spark.checkpoint import read_encoder_state_dict
+from spark.config import ConfigError
 from spark.io import write_json, write_text
 from spark.provenance import recorded_run
 
 SCRATCH = "scratch"
+RECIPE_NAME = "params.json"
 TASKS = ("bbox", "segm")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Metrics = dict[str, dict[str, float | None]]
@@ -126,8 +130,36 @@ def train(config: DetectionConfig, init: str, out: str | Path) -> Metrics | None
     return metrics
 
 
-def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int) -> None:
-    """:func:`train` on ``num_gpus`` GPUs with DDP and SyncBN (Detectron2's ``launch``), or in this process."""
+def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, restart_on_change: bool = False) -> None:
+    """:func:`train` on ``num_gpus`` GPUs with DDP and SyncBN (Detectron2's ``launch``), or in this process.
+
+    ``RUN_DIR/params.json`` records the config and init the checkpoints belong to: resuming under other values is an
+    error, or with ``restart_on_change`` the old checkpoints move to ``stale/`` and training starts over.
+    """
+    out = Path(out)
+    recipe = {**dataclasses.asdict(config), "init": init}
+    _check_resumable(out, json.loads(json.dumps(recipe)), restart_on_change)
+    write_json(out / RECIPE_NAME, recipe)
     with recorded_run(out, "detection", dataclasses.asdict(config), config.seed) as info:
         info.update(init=init, num_gpus=num_gpus)
         launch(train, num_gpus_per_machine=max(num_gpus, 1), dist_url="auto", args=(config, init, str(out)))
+
+
+def _check_resumable(out: Path, recipe: dict, restart_on_change: bool) -> None:
+    checkpoints = [*out.glob("model_*.pth"), out / "last_checkpoint"]
+    recorded_path = out / RECIPE_NAME
+    if not (out / "last_checkpoint").is_file() or not recorded_path.is_file():
+        return
+    recorded = json.loads(recorded_path.read_text())
+    changed = sorted(k for k in recipe.keys() | recorded.keys() if recipe.get(k) != recorded.get(k))
+    if not changed:
+        return
+    if not restart_on_change:
+        raise ConfigError(f"{out} holds checkpoints written with different values of {', '.join(changed)}; restore "
+                          "them, use a new run directory, or pass --restart-on-change")
+    stale = out / "stale"
+    stale.mkdir(exist_ok=True)
+    for path in checkpoints:
+        if path.exists():
+            os.replace(path, stale / path.name)
+    logger.warning("%s: %s changed, starting over (old checkpoints in %s)", out, ", ".join(changed), stale)

@@ -31,13 +31,15 @@ def main(argv: list[str] | None = None) -> int:
                              "the authors' released .pth")
     parser.add_argument("--out", type=Path, required=True, help="run directory; re-running the command resumes it")
     parser.add_argument("--model", help="merge params['models'][MODEL]['finetune'] over the finetune section")
+    parser.add_argument("--restart-on-change", action="store_true",
+                        help="start over (keeping checkpoint.stale.pth) if the run's checkpoint has another recipe")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. finetune.epochs=2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING,
                         format=LOG_FORMAT)
     try:
         config = load_finetune_config(args.params, args.overrides, model=args.model)
-        finetune(config, args.out, args.init)
+        finetune(config, args.out, args.init, args.restart_on_change)
     except (ConfigError, CheckpointError, NonFiniteError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, NonFiniteError) else 2

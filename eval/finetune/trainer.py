@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from spark.config import ConfigError, to_dict
 from spark.engine import (
-    CHECKPOINT_NAME, METRICS_NAME, DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd, check_resumable,
-    derive_seed, distributed_env, epoch_bar, load_state, save_state, seed_all, set_deterministic, set_epoch,
+    METRICS_NAME, DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd,
+    derive_seed, distributed_env, epoch_bar, resume_state, save_state, seed_all, set_deterministic, set_epoch,
     train_loader, train_step, unwrap, warmup_cosine, wrap_ddp,
 )
 from spark.io import write_json
@@ -39,15 +39,17 @@ logger = logging.getLogger("eval.finetune")
 EMA_PREFIX = "ema_"
 
 
-def finetune(config: FinetuneConfig, run_dir: str | Path, init: str | Path = SCRATCH) -> nn.Module:
+def finetune(config: FinetuneConfig, run_dir: str | Path, init: str | Path = SCRATCH,
+             restart_on_change: bool = False) -> nn.Module:
     """Fine-tune into ``run_dir`` (resuming it if it holds a checkpoint) in this process's torchrun group.
 
-    ``init`` is ``scratch`` or weights :func:`spark.load_checkpoint` reads; a resumed run must name the same one.
+    ``init`` is ``scratch`` or weights :func:`spark.load_checkpoint` reads; a resumed run must name the same one
+    and the same recipe, or with ``restart_on_change`` it starts over (see :func:`spark.engine.resume_state`).
     Returns the final model (not the EMA), unwrapped, on this rank's device.
     """
     with distributed_env() as env:
         config.check_world_size(env.world_size)
-        trainer = Finetuner(config, Path(run_dir), env, str(init))
+        trainer = Finetuner(config, Path(run_dir), env, str(init), restart_on_change)
         provenance = recorded_run(run_dir, "finetune", to_dict(config), config.seed) if env.is_main else nullcontext({})
         with provenance as info:
             info.update(init=trainer.init, resumed=trainer.start_epoch > 0)
@@ -59,12 +61,11 @@ class Finetuner(EpochTrainer):
 
     logger = logger
 
-    def __init__(self, config: FinetuneConfig, run_dir: Path, env: DistEnv, init: str) -> None:
+    def __init__(self, config: FinetuneConfig, run_dir: Path, env: DistEnv, init: str,
+                 restart_on_change: bool = False) -> None:
         self.config, self.run_dir, self.env, self.init = config, run_dir, env, init
         set_deterministic(config.deterministic)
-        state = load_state(run_dir)
-        if state is not None:
-            _check_resumable(config, init, state, run_dir)
+        state = resume_state(run_dir, env, lambda s: _changed_keys(config, init, s), restart_on_change)
         train_set, val_set = image_folders(
             config.data, train_transform(config.input_size, config.augment, config.erase_prob),
             eval_transform(config.input_size, config.eval_crop))
@@ -219,8 +220,6 @@ def best_record(history: list[dict[str, float]]) -> dict[str, float]:
             "best_epoch": epoch + 1}
 
 
-def _check_resumable(config: FinetuneConfig, init: str, state: dict[str, Any], run_dir: Path) -> None:
-    check_resumable(run_dir, config.changed_keys(state["config"]))
-    if state["init"] != init:
-        raise ConfigError(f"{run_dir / CHECKPOINT_NAME} was initialised from {state['init']}, not {init}; "
-                          "use a new run directory")
+def _changed_keys(config: FinetuneConfig, init: str, state: dict[str, Any]) -> list[str]:
+    """What forbids resuming ``state``: changed recipe keys, or another init."""
+    return config.changed_keys(state["config"]) + (["init"] if state["init"] != init else [])

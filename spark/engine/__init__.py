@@ -3,7 +3,7 @@ one optimizer step, checkpoints, progress and metrics. Nothing here knows about 
 from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
-from .epochs import CONFIG_NAME, LOG_NAME, EpochTrainer, check_resumable
+from .epochs import CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, resume_state
 from .logs import LOG_FORMAT, log_to_file
 from .loop import NonFiniteError, StepResult, train_step
 from .metrics import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
@@ -25,13 +25,13 @@ __all__ = [
     "NonFiniteError",
     "Precision",
     "PrecisionName",
+    "STALE_CHECKPOINT_NAME",
     "SeededDataset",
     "SeededSampler",
     "StepResult",
     "all_reduce_mean",
     "all_reduce_sum",
     "apply_lr_wd",
-    "check_resumable",
     "checkpoint_due",
     "cosine",
     "derive_seed",
@@ -40,6 +40,7 @@ __all__ = [
     "format_record",
     "load_state",
     "log_to_file",
+    "resume_state",
     "save_state",
     "seed_all",
     "seeded",

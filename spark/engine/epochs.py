@@ -3,9 +3,10 @@ run directory's ``config.yaml``, ``train.log``, per-epoch metrics and checkpoint
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from torch import nn
@@ -13,13 +14,14 @@ from torch import nn
 from spark.config import ConfigError
 from spark.io import write_text
 
-from .checkpoint import CHECKPOINT_NAME, checkpoint_due
+from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state
 from .distributed import DistEnv
 from .logs import log_to_file
 from .metrics import MetricsLog
 
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "train.log"
+STALE_CHECKPOINT_NAME = "checkpoint.stale.pth"
 
 
 class EpochTrainer:
@@ -79,8 +81,26 @@ class EpochTrainer:
         """Rank 0, once the last epoch is done (or was already done): write final summaries."""
 
 
-def check_resumable(run_dir: Path, changed: list[str]) -> None:
-    """Refuse to resume a checkpoint written under other values of the recipe keys ``changed``."""
-    if changed:
-        raise ConfigError(f"{run_dir / CHECKPOINT_NAME} was written with different values of {', '.join(changed)}; "
-                          "restore them or use a new run directory")
+def resume_state(run_dir: Path, env: DistEnv, changed_keys: Callable[[dict[str, Any]], list[str]],
+                 restart_on_change: bool = False) -> dict[str, Any] | None:
+    """The checkpoint to resume ``run_dir`` from, or None for a fresh run.
+
+    A checkpoint written under other values of the recipe (``changed_keys(state)`` non-empty) is an error, or,
+    with ``restart_on_change`` (what the workflows ask for: a changed parameter means recompute), set aside as
+    ``checkpoint.stale.pth`` so the run starts over without destroying it.
+    """
+    state = load_state(run_dir)
+    if state is None:
+        return None
+    changed = changed_keys(state)
+    if not changed:
+        return state
+    path = run_dir / CHECKPOINT_NAME
+    if not restart_on_change:
+        raise ConfigError(f"{path} was written with different values of {', '.join(changed)}; restore them, "
+                          "use a new run directory, or pass --restart-on-change")
+    if env.is_main:
+        os.replace(path, run_dir / STALE_CHECKPOINT_NAME)
+        logging.getLogger(__name__).warning("%s was written with different values of %s: starting over (the old "
+                                            "checkpoint is kept as %s)", path, ", ".join(changed), STALE_CHECKPOINT_NAME)
+    return None

@@ -18,8 +18,8 @@ import torch
 from spark import convert_sync_batchnorm, load_checkpoint
 from spark.config import ConfigError, to_dict
 from spark.engine import (
-    DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd, check_resumable, cosine, derive_seed,
-    distributed_env, epoch_bar, load_state, save_state, seed_all, set_deterministic, set_epoch, train_loader,
+    DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd, cosine, derive_seed,
+    distributed_env, epoch_bar, resume_state, save_state, seed_all, set_deterministic, set_epoch, train_loader,
     train_step, unwrap, warmup_cosine, wrap_ddp,
 )
 from spark.io import save_torch
@@ -37,15 +37,17 @@ ENCODER_NAME = "encoder.pth"
 RECONSTRUCTION_NAME = "reconstruction.png"
 
 
-def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path | None = None) -> SparK:
+def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path | None = None,
+             restart_on_change: bool = False) -> SparK:
     """Pretrain into ``run_dir`` (resuming it if it holds a checkpoint) in this process's torchrun group.
 
     Returns the trained model, unwrapped, on this rank's device. ``init_from`` (weights only, any layout
-    :func:`spark.load_checkpoint` reads) applies to a fresh run, not to a resumed one.
+    :func:`spark.load_checkpoint` reads) applies to a fresh run, not to a resumed one. A checkpoint from another
+    recipe is an error, or with ``restart_on_change`` set aside (see :func:`spark.engine.resume_state`).
     """
     with distributed_env() as env:
         config.check_world_size(env.world_size)
-        trainer = Pretrainer(config, Path(run_dir), env, init_from)
+        trainer = Pretrainer(config, Path(run_dir), env, init_from, restart_on_change)
         provenance = recorded_run(run_dir, "pretrain", to_dict(config), config.seed) if env.is_main else nullcontext({})
         with provenance as info:
             info.update(init=str(init_from) if init_from else None, resumed=trainer.start_epoch > 0)
@@ -57,12 +59,11 @@ class Pretrainer(EpochTrainer):
 
     logger = logger
 
-    def __init__(self, config: PretrainConfig, run_dir: Path, env: DistEnv, init_from: str | Path | None) -> None:
+    def __init__(self, config: PretrainConfig, run_dir: Path, env: DistEnv, init_from: str | Path | None,
+                 restart_on_change: bool = False) -> None:
         self.config, self.run_dir, self.env = config, run_dir, env
         set_deterministic(config.deterministic)
-        state = load_state(run_dir)
-        if state is not None:
-            check_resumable(run_dir, config.changed_keys(state["config"]))
+        state = resume_state(run_dir, env, lambda s: config.changed_keys(s["config"]), restart_on_change)
         paths = list_images(config.data)
         self.iters = len(paths) // config.global_batch
         if self.iters == 0:

@@ -1,0 +1,182 @@
+"""The reproduction DAG's shape: which branches run, where their files live, and the whole params file checked.
+
+One place for the run layout, read by the Snakefile, the tables stage and the tests (``dvc.yaml`` spells the
+same layout with ``matrix`` stages; a test holds the two together). Branches:
+
+- pretraining: every model in ``models`` with the method (``sparse``), plus every ``ablations`` variant on the
+  ``ablation_models``; each seed in ``seeds``;
+- fine-tuning: from scratch, and from every pretrained encoder of that model;
+- detection: from scratch and from the ``sparse`` encoder, for the ``detection_models``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from spark.config import ConfigError, branch_section, load_params, parse_section, require
+
+METHOD = "sparse"
+SCRATCH = "scratch"
+STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
+DEFAULT_PARAMS = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Branch:
+    model: str
+    init: str  # a pretraining variant, or "scratch"
+    seed: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of every stage's run directory for one preset."""
+
+    preset: str
+
+    @property
+    def runs(self) -> str:
+        return f"runs/{self.preset}"
+
+    @property
+    def results(self) -> str:
+        return f"results/{self.preset}"
+
+    def pretrain(self, model: str, variant: str, seed: int) -> str:
+        return f"{self.runs}/pretrain/{model}/{variant}/seed{seed}"
+
+    def finetune(self, model: str, init: str, seed: int) -> str:
+        return f"{self.runs}/finetune/{model}/{init}/seed{seed}"
+
+    def detection(self, model: str, init: str, seed: int) -> str:
+        return f"{self.runs}/detection/{model}/{init}/seed{seed}"
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one job of a stage asks the scheduler for. ``gpus > 1`` launches the stage under torchrun
+    (Detectron2: its own launcher) with one process per GPU."""
+
+    gpus: int = 0
+    threads: int = 1
+    mem_mb: int = 4000
+    runtime: int = 60  # minutes
+
+    def __post_init__(self) -> None:
+        for key in ("gpus", "threads", "mem_mb", "runtime"):
+            require(getattr(self, key) >= (0 if key == "gpus" else 1), key, f"out of range: {getattr(self, key)}")
+
+
+def layout(params: dict[str, Any]) -> Layout:
+    return Layout(str(params["preset"]))
+
+
+def pretrain_branches(params: dict[str, Any]) -> Iterator[Branch]:
+    for seed in params["seeds"]:
+        for model in params["models"]:
+            yield Branch(model, METHOD, seed)
+        for model in params["ablation_models"] or []:
+            for variant in params["ablations"] or {}:
+                yield Branch(model, variant, seed)
+
+
+def finetune_branches(params: dict[str, Any]) -> Iterator[Branch]:
+    for seed in params["seeds"]:
+        for model in params["models"]:
+            yield Branch(model, SCRATCH, seed)
+    yield from pretrain_branches(params)
+
+
+def detection_branches(params: dict[str, Any]) -> Iterator[Branch]:
+    for seed in params["seeds"]:
+        for model in params["detection_models"] or []:
+            yield Branch(model, SCRATCH, seed)
+            yield Branch(model, METHOD, seed)
+
+
+def stage_resources(params: dict[str, Any], stage: str) -> StageResources:
+    section = {"resources": (params.get("resources") or {}).get(stage) or {}}
+    try:
+        return parse_section(section, "resources", StageResources)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("params: resources.", f"params: resources.{stage}.", 1)) from None
+
+
+def validate(params: dict[str, Any]) -> None:
+    """Check the whole params file as the DAG will use it: its shape, the section of every branch of every
+    stage, the stages' resources, and that the stages read the data ``prepare`` writes. Raises one
+    :class:`ConfigError` naming the first bad key."""
+    from eval.detection.config import DetectionConfig
+    from eval.finetune.config import parse_finetune
+    from spark.data.config import DataConfig
+    from spark.data.paths import classification_data, detection_data
+    from spark.pretrain.config import PretrainConfig
+
+    check_shape(params)
+    data = parse_section(params, "data", DataConfig)
+    classification, detection = classification_data(data), detection_data(data)
+    for branch in pretrain_branches(params):
+        variant = None if branch.init == METHOD else branch.init
+        config = parse_section(branch_section(params, "pretrain", branch.model, variant), "pretrain", PretrainConfig)
+        _same_path(config.data, classification.train, "pretrain.data")
+    for model in params["models"]:
+        config = parse_finetune(branch_section(params, "finetune", model))
+        _same_path(config.data, classification.train.parent, "finetune.data")
+    for model in params["detection_models"] or []:
+        config = parse_section(branch_section(params, "detection", model), "detection", DetectionConfig)
+        _same_path(config.path(config.train_json), detection.train.annotations, "detection.train_json")
+    for stage in STAGES:
+        stage_resources(params, stage)
+    unknown = sorted(set(params.get("resources") or {}) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"params: resources.{unknown[0]}: unknown stage (known: {', '.join(STAGES)})")
+
+
+def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
+                    default: str | Path = DEFAULT_PARAMS) -> tuple[str, dict[str, Any]]:
+    """The params file a Snakemake run uses and its validated content: the one ``--configfile`` given, else
+    ``params.yaml``. Stages read the file itself, so ``--config`` overrides (which would reach Snakemake but not
+    the stages, nor DVC) are refused."""
+    if len(configfiles) > 1:
+        raise ConfigError(f"pass one params file (--configfile), got {len(configfiles)}: the presets are complete")
+    path = str(configfiles[0]) if configfiles else str(default)
+    params = load_params(path)
+    if config and dict(config) != params:
+        raise ConfigError(f"--config overrides are not supported: edit {path}, which every stage reads")
+    validate(params)
+    return path, params
+
+
+def check_shape(params: dict[str, Any]) -> None:
+    """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names."""
+    for key in ("preset", "seeds", "models", "ablation_models", "detection_models", "ablations"):
+        if key not in params:
+            raise ConfigError(f"params: missing key '{key}'")
+    if not isinstance(params["preset"], str) or not params["preset"] or "/" in params["preset"]:
+        raise ConfigError(f"params: preset: expected a name (used in runs/<preset>), got {params['preset']!r}")
+    seeds = params["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise ConfigError(f"params: seeds: expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"params: seeds: repeated seed in {seeds}")
+    if not isinstance(params["models"], dict) or not params["models"]:
+        raise ConfigError("params: models: expected a mapping of model names to per-stage overrides")
+    for key in ("ablation_models", "detection_models"):
+        unknown = [m for m in params[key] or [] if m not in params["models"]]
+        if unknown:
+            raise ConfigError(f"params: {key}: {unknown[0]!r} is not in models ({', '.join(params['models'])})")
+    ablations = params["ablations"] or {}
+    if not isinstance(ablations, dict):
+        raise ConfigError("params: ablations: expected a mapping of variant names to pretrain overrides")
+    for name, overrides in ablations.items():
+        if name in (METHOD, SCRATCH) or "/" in name:
+            raise ConfigError(f"params: ablations.{name}: reserved or invalid variant name")
+        if not isinstance(overrides, dict) or not overrides:
+            raise ConfigError(f"params: ablations.{name}: expected a non-empty mapping of pretrain keys")
+
+
+def _same_path(used: str | Path, written: Path, key: str) -> None:
+    if Path(used).resolve() != written.resolve():
+        raise ConfigError(f"params: {key}: {used} is not where the data section puts it ({written})")

@@ -1,0 +1,232 @@
+"""The DAG: Snakemake and DVC describe the same jobs over one params file, the presets expand to the paper's
+branches, the conda environments match pyproject, and the smoke preset runs end to end under both engines
+(interrupted and resumed under Snakemake; a no-op rerun and a one-branch change under DVC)."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from eval.dag import detection_branches, finetune_branches, pretrain_branches, validate, workflow_params
+from spark.config import ConfigError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PRESETS = {"mini": REPO / "params.yaml", "smoke": REPO / "configs/smoke.yaml", "paper": REPO / "configs/paper.yaml"}
+WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", "configs", ".dvcignore")
+
+
+def checkout(tmp_path: Path, preset: str, edit=None) -> Path:
+    """A directory with the workflow files and ``params.yaml`` = ``preset`` (optionally edited), as a DVC repo."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    params = yaml.safe_load(PRESETS[preset].read_text())
+    if edit:
+        edit(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root)
+    return root
+
+
+def run(command: list[str], cwd: Path, timeout: float = 900) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def snakemake_jobs(root: Path) -> list[dict]:
+    """Every job of a forced dry run: rule, inputs, outputs and shell command (without its log redirection)."""
+    text = run([str(BIN / "snakemake"), "-n", "--forceall", "-p", "--cores", "1"], root)
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if not rule or rule.group(1) == "all":
+            continue
+        field = {k: re.search(rf"^\s+{k}: (.*)$", block, re.M) for k in ("input", "output")}
+        shell = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+        jobs.append({
+            "rule": rule.group(1),
+            "inputs": set(field["input"].group(1).split(", ")) if field["input"] else set(),
+            "outputs": set(field["output"].group(1).split(", ")),
+            "cmd": shlex.split(shell.split(" > ")[0]),
+        })
+    return jobs
+
+
+def dvc_stages(root: Path) -> list[dict]:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [{
+            "name": stage.addressing,
+            "deps": {str(Path(d.fs_path).relative_to(root)) for d in stage.deps if not hasattr(d, "params")},
+            "outputs": {str(Path(o.fs_path).relative_to(root)) for o in stage.outs if not o.plot},
+            "cmd": shlex.split(stage.cmd),
+        } for stage in repo.index.stages]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_snakemake_and_dvc_describe_the_same_jobs(preset, tmp_path):
+    root = checkout(tmp_path, preset)
+    jobs, stages = snakemake_jobs(root), dvc_stages(root)
+    assert len(jobs) == len(stages)
+    by_outputs = {frozenset(s["outputs"]): s for s in stages}
+    for job in jobs:
+        stage = by_outputs.get(frozenset(job["outputs"]))
+        assert stage is not None, f"no DVC stage writes {sorted(job['outputs'])}"
+        assert job["cmd"] == stage["cmd"], stage["name"]
+        if job["rule"] == "tables":  # DVC cannot list a variable number of files: it depends on their folders
+            assert all(any(Path(i).is_relative_to(d) for d in stage["deps"]) for i in job["inputs"])
+        else:
+            assert job["inputs"] == stage["deps"], stage["name"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_branch_expands_to_one_job_per_stage(preset, tmp_path):
+    params = load_params(PRESETS[preset])
+    jobs = Counter(job["rule"] for job in snakemake_jobs(checkout(tmp_path, preset)))
+    expected_pretrain = len(params["models"]) + len(params["ablation_models"]) * len(params["ablations"])
+    assert jobs == {
+        "prepare": 1,
+        "pretrain": expected_pretrain * len(params["seeds"]),
+        "finetune": (expected_pretrain + len(params["models"])) * len(params["seeds"]),
+        "detection": 2 * len(params["detection_models"]) * len(params["seeds"]),
+        "tables": 1,
+    }
+    assert jobs["pretrain"] == len(list(pretrain_branches(params)))
+    assert jobs["finetune"] == len(list(finetune_branches(params)))
+    assert jobs["detection"] == len(list(detection_branches(params)))
+
+
+def test_paper_dry_run_lists_every_job_without_the_data():
+    assert not Path(load_params(PRESETS["paper"])["pretrain"]["data"]).exists()
+    text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], REPO)
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
+    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "4", "tables": "1",
+                     "total": "23"}
+    for arch in ("resnet50", "convnext_base"):
+        assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
+
+
+def test_params_are_checked_up_front_naming_the_key(tmp_path):
+    for path in PRESETS.values():
+        validate(load_params(path))
+    params = load_params(PRESETS["smoke"])
+    bad = [
+        ({"ablations": {**params["ablations"], "sparse": {"loss_on": "all"}}}, "params: ablations.sparse: reserved"),
+        ({"ablation_models": ["resnet99"]}, "params: ablation_models: 'resnet99' is not in models"),
+        ({"ablations": {"bad": {"mask_ratio": 1.5}}}, "params: pretrain.mask_ratio: must be in (0, 1)"),
+        ({"models": {"resnet_nope": {}}, "ablation_models": [], "detection_models": []}, "pretrain.arch"),
+        ({"finetune": {**params["finetune"], "data": "elsewhere"}}, "params: finetune.data: elsewhere is not where"),
+        ({"resources": {"pretrain": {"gpus": -1}}}, "params: resources.pretrain.gpus"),
+        ({"seeds": [0, 0]}, "params: seeds: repeated seed"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate({**params, **change})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert workflow_params([path], params) == (str(path), params)
+    assert workflow_params([], {}, default=path)[0] == str(path)
+    with pytest.raises(ConfigError, match="--config overrides are not supported"):
+        workflow_params([path], {**params, "preset": "other"})
+
+
+def test_conda_environments_match_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for name in ("spark", "detectron2"):
+        env = yaml.safe_load((REPO / f"workflow/envs/{name}.yaml").read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        requirements = [r for r in pip if not r.startswith("git+")]
+        assert sorted(requirements) == sorted(project["dependencies"]), name
+        python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+        minimum = project["requires-python"].removeprefix(">=")
+        assert tuple(map(int, python[7:].split("."))) >= tuple(map(int, minimum.split("."))), name
+    assert any(r.startswith("git+https://github.com/facebookresearch/detectron2") for r in pip)
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and "snakemake-executor-plugin-slurm" in " ".join(
+        project["optional-dependencies"]["workflow"])
+
+
+def finite_table(path: Path, rows: int) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    assert len(table) == rows, table
+    numbers = table.select_dtypes("number").drop(columns="seeds")
+    assert numbers.size and all(math.isfinite(v) for v in numbers.to_numpy().ravel()), table
+    return table
+
+
+def check_tables(root: Path, params: dict) -> None:
+    results = root / "results" / params["preset"]
+    assert set(finite_table(results / "imagenet.csv", 2)["init"]) == {"scratch", "SparK"}
+    finite_table(results / "coco.csv", 2)
+    ablations = finite_table(results / "ablations_resnet18.csv", 1 + len(params["ablations"]))
+    assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
+    report = (results / "REPORT.md").read_text()
+    assert report.count("| pretrain ") == 6 and (results / "pretrain_loss.png").stat().st_size > 0
+
+
+def two_epochs(params: dict) -> None:
+    params["pretrain"]["epochs"] = 2  # so that a pretraining job has a checkpoint to resume mid-run
+
+
+@pytest.mark.slow
+@pytest.mark.detectron2
+def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
+    root = checkout(tmp_path, "smoke", two_epochs)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "--cores", "2"]
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    first = root / "runs/smoke/pretrain/resnet18/sparse/seed0"
+    deadline = time.time() + 600
+    while not (first / "checkpoint.pth").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground group
+    process.wait(timeout=120)
+    assert not (first / "encoder.pth").exists() or (first / "checkpoint.pth").exists()
+    manifest = root / "data/smoke/mini-in/manifest.json"
+    prepared = manifest.stat().st_mtime_ns
+
+    run(command, root)
+    assert manifest.stat().st_mtime_ns == prepared  # the finished stage was kept, not redone
+    log = (first / "train.log").read_text()
+    assert "resuming" in log and log.count("epoch 2/2  loss") == 1
+    check_tables(root, load_params(root / "params.yaml"))
+    assert "Nothing to be done" in run(command, root)
+
+
+@pytest.mark.slow
+@pytest.mark.detectron2
+def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
+    root = checkout(tmp_path, "smoke")
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro"], root)
+    params = load_params(root / "params.yaml")
+    check_tables(root, params)
+    assert "up to date" in run([dvc, "status"], root)
+    assert "Running stage" not in run([dvc, "repro"], root)
+
+    params["ablations"]["decoder_depth_3"]["mask_ratio"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M)
+    assert changed == ["pretrain_ablation@resnet18-decoder_depth_3-0", "tables"]
+    planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
+    assert planned == changed

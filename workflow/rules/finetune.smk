@@ -1,0 +1,32 @@
+def finetune_init(wildcards):
+    """The encoder a fine-tuning branch starts from: none for scratch, else its pretraining run's."""
+    if wildcards.init == SCRATCH:
+        return []
+    return [f"{LAYOUT.pretrain(wildcards.model, wildcards.init, wildcards.seed)}/encoder.pth"]
+
+
+rule finetune:
+    """ImageNet(-style) fine-tuning of one model from scratch or from one pretraining variant; resumable."""
+    input:
+        manifest=CLASSIFICATION_MANIFEST,
+        encoder=finetune_init,
+    output:
+        metrics=f"{LAYOUT.runs}/finetune/{{model}}/{{init}}/seed{{seed}}/metrics.json",
+    params:
+        file=PARAMS_FILE,
+        run=lambda w: LAYOUT.finetune(w.model, w.init, w.seed),
+        init=lambda w, input: input.encoder or SCRATCH,
+        section=lambda w: section_hash("finetune", w.model),
+    threads: stage_resources(PARAMS, "finetune").threads
+    resources:
+        **resources_of("finetune"),
+    log:
+        f"{LOGS}/finetune/{{model}}/{{init}}/seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/finetune/{{model}}/{{init}}/seed{{seed}}.benchmark.tsv"
+    conda:
+        "../envs/spark.yaml"
+    shell:
+        "python -m eval.launch finetune eval.finetune --params {params.file:q} --restart-on-change"
+        " --out {params.run:q} --model {wildcards.model} --init {params.init:q}"
+        " finetune.seed={wildcards.seed} > {log:q} 2>&1"

@@ -1,0 +1,19 @@
+rule tables:
+    """The paper's tables (Markdown, CSV, LaTeX), figures and REPORT.md from every run's metrics."""
+    input:
+        pretrain=[f"{LAYOUT.pretrain(b.model, b.init, b.seed)}/metrics.json" for b in pretrain_branches(PARAMS)],
+        finetune=[f"{LAYOUT.finetune(b.model, b.init, b.seed)}/metrics.json" for b in finetune_branches(PARAMS)],
+        detection=[f"{LAYOUT.detection(b.model, b.init, b.seed)}/metrics.json" for b in detection_branches(PARAMS)],
+    output:
+        directory(LAYOUT.results),
+    params:
+        file=PARAMS_FILE,
+    threads: stage_resources(PARAMS, "tables").threads
+    resources:
+        **resources_of("tables"),
+    log:
+        f"{LOGS}/tables.log",
+    conda:
+        "../envs/spark.yaml"
+    shell:
+        "python -m eval.report --params {params.file:q} --out {output:q} > {log:q} 2>&1"
