@@ -11,12 +11,17 @@ from typing import Sequence
 
 import pandas as pd
 
-from spark.config import ConfigError, branch_section, load_params
+from spark.config import ConfigError, branch_section, load_params, parse_section
+from spark.data.config import DataConfig
 from spark.io import write_text
 
 from . import figures, reference
 from .dag import check_shape, layout
 from .tables import ablation_table, coco_table, imagenet_table, load_runs, provenance_table
+
+
+DATASETS = {"imagenet": "ImageNet-1K", "mini-in": "mini-in (the ImageNet stand-in)", "coco": "COCO 2017",
+            "mini-coco": "mini-coco (the COCO stand-in)"}
 
 
 def write_table(table: pd.DataFrame, stem: Path) -> str:
@@ -31,11 +36,13 @@ def write_table(table: pd.DataFrame, stem: Path) -> str:
 def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     check_shape(params)
     runs = load_runs(params, root)
-    archs = {m: branch_section(params, "pretrain", model=m)["pretrain"]["arch"] for m in params["models"]}
+    archs = {m: branch_section(params, "finetune", model=m)["finetune"]["arch"] for m in params["models"]}
     out.mkdir(parents=True, exist_ok=True)
+    data = parse_section(params, "data", DataConfig)
     sections = [
-        ("Table 1: ImageNet-1K fine-tuning", "imagenet", imagenet_table(runs["finetune"], archs)),
-        ("Table 2: COCO Mask R-CNN", "coco", coco_table(runs["detection"], archs)),
+        (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
+         imagenet_table(runs["finetune"], archs)),
+        (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco", coco_table(runs["detection"], archs)),
     ]
     for model in params["ablation_models"]:
         table = ablation_table(runs["pretrain"], runs["finetune"], model, list(params["ablations"]))
@@ -44,7 +51,7 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     figures.reconstruction_grid(runs["pretrain"], out / "reconstructions.png")
 
     lines = [f"# SparK reproduction: results of the `{params['preset']}` preset", ""]
-    if params["preset"] != "paper":
+    if data.classification != "imagenet" or data.detection != "coco":
         lines += ["These are small-scale runs on the generated mini benchmark (see DATA.md), not ImageNet/COCO: the "
                   "paper columns are for orientation, not comparison.", ""]
     for title, stem, table in sections:

@@ -230,3 +230,17 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     assert changed == ["pretrain_ablation@resnet18-decoder_depth_3-0", "tables"]
     planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
     assert planned == changed
+
+
+def test_launcher_follows_the_stage_resources():
+    from eval.launch import command
+
+    paper, mini = load_params(PRESETS["paper"]), load_params(PRESETS["mini"])
+    argv, env = command("pretrain", "spark.pretrain", ["--out", "r"], paper)
+    assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8", "-m", "spark.pretrain",
+                        "--out", "r"]
+    assert env == {"OMP_NUM_THREADS": "10"}  # 80 threads over 8 processes
+    argv, _ = command("detection", "eval.detection", ["--out", "r"], paper)
+    assert argv[1:] == ["-m", "eval.detection", "--out", "r", "--num-gpus", "8"]  # Detectron2 launches its workers
+    argv, env = command("finetune", "eval.finetune", ["--out", "r"], mini)
+    assert (argv[1:], env) == (["-m", "eval.finetune", "--out", "r"], {"OMP_NUM_THREADS": "2"})
