@@ -18,6 +18,9 @@ from eval.finetune.__main__ import main as cli
 from spark import build_spark
 from spark.config import ConfigError
 from spark.io import load_torch, save_torch
+from helpers import assert_same_weights
+
+pytestmark = pytest.mark.usefixtures("isolated_run")
 
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40)]
 
@@ -40,13 +43,6 @@ def colours(tmp_path_factory) -> Path:
     return write_colour_folder(tmp_path_factory.mktemp("data") / "colours", 8)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # dvclive initialises a DVC repo in an enclosing git repo that has none
-    yield
-    torch.use_deterministic_algorithms(False)
-
-
 def section(data: Path, **changes) -> dict:
     """test_resnet (0.4 M parameters) at 32 px, the ResNet-50 recipe with every augmentation on, shrunk to 4
     iterations of 8 images per epoch."""
@@ -66,12 +62,6 @@ def write_params(path: Path, data: Path, **changes) -> Path:
 
 def checkpoint(run_dir: Path) -> dict:
     return load_torch(run_dir / "checkpoint.pth")
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
 def test_run_directory_contents(colours, tmp_path):
@@ -120,14 +110,15 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
     command = [sys.executable, "-m", "eval.finetune", "--params", str(params), "--init", "scratch",
                "--out", str(tmp_path / "killed")]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    metrics = tmp_path / "killed" / "metrics.json"
+    checkpoint_file = tmp_path / "killed" / "checkpoint.pth"
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    while not metrics.exists() and process.poll() is None:  # metrics.json appears once epoch 1 is checkpointed
+    while not checkpoint_file.exists() and process.poll() is None:  # written atomically after epoch 1
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, process.stderr.read()
     killed_at = checkpoint(tmp_path / "killed")["epoch"]
     assert 1 <= killed_at < 5
+    assert not (tmp_path / "killed" / "metrics.json").exists()  # a run's result appears only when it completes
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -12,12 +12,12 @@ import yaml
 from torch import nn
 
 from spark.config import ConfigError
-from spark.io import write_text
+from spark.io import write_json, write_text
 
 from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state
 from .distributed import DistEnv
 from .logs import log_to_file
-from .metrics import MetricsLog
+from .metrics import METRICS_NAME, MetricsLog
 
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "train.log"
@@ -27,7 +27,11 @@ STALE_CHECKPOINT_NAME = "checkpoint.stale.pth"
 class EpochTrainer:
     """Base of the pretraining and fine-tuning runs. A subclass sets ``config`` (with ``epochs`` and
     ``save_every``), ``run_dir``, ``env``, ``model``, ``start_epoch`` and ``history`` in its constructor and
-    implements :meth:`run_epoch`, :meth:`save` and :meth:`log_start`."""
+    implements :meth:`run_epoch`, :meth:`save` and :meth:`log_start`.
+
+    A run's results (``metrics.json`` and whatever :meth:`finish` adds) are written only once its last epoch is
+    done: a workflow that declares them as outputs never sees them half-made, and a killed run leaves only its
+    checkpoint, which the same command resumes."""
 
     logger: logging.Logger
     config: Any
@@ -78,7 +82,8 @@ class EpochTrainer:
         raise NotImplementedError
 
     def finish(self) -> None:
-        """Rank 0, once the last epoch is done (or was already done): write final summaries."""
+        """Rank 0, once the last epoch is done (or was already done): write the run's results."""
+        write_json(self.run_dir / METRICS_NAME, {"epoch": len(self.history), **self.history[-1]})
 
 
 def resume_state(run_dir: Path, env: DistEnv, changed_keys: Callable[[dict[str, Any]], list[str]],

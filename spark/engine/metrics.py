@@ -1,5 +1,5 @@
-"""Per-epoch metrics, written three ways: a summary line in the log, dvclive history (``dvc plots show``) and
-``metrics.json`` (``dvc metrics show``).
+"""Per-epoch metrics, written two ways while a run trains: a summary line in the log and dvclive history
+(``dvc plots show``). ``metrics.json`` (``dvc metrics show``) is a run's result, written once it completes.
 
 The epoch history is the source of truth and lives in the checkpoint; on resume the dvclive files are rebuilt
 from it, so epochs logged after the last checkpoint of a killed run do not appear twice.
@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Iterable
 
 from dvclive import Live
-
-from spark.io import write_json
 
 METRICS_NAME = "metrics.json"
 DVCLIVE_DIR = "dvclive"
@@ -33,10 +31,9 @@ class MetricsLog:
             self._append(epoch, record)
 
     def log(self, epoch: int, record: dict[str, float]) -> None:
-        """Append ``epoch``'s metrics, log its summary line and rewrite ``metrics.json``."""
+        """Append ``epoch``'s metrics and log its summary line."""
         self._append(epoch, record)
         self.logger.info(format_record(epoch, self.epochs, record))
-        write_json(self.run_dir / METRICS_NAME, {"epoch": epoch, **record})
 
     def close(self) -> None:
         self.live.end()

@@ -3,7 +3,8 @@
 ``RUN_DIR`` receives ``checkpoint.pth`` (full state for resume), ``encoder.pth`` (plain timm naming),
 ``metrics.json``, ``dvclive/`` (per-epoch history), ``reconstruction.png``, ``config.yaml``, ``train.log`` and
 ``run.json`` (commit, params hash, hardware, wall time).
-Running the same command again continues after the last checkpoint.
+The results (``encoder.pth``, ``metrics.json``, ``reconstruction.png``) appear once the last epoch is done; until
+then, running the same command again continues after the last checkpoint.
 """
 from __future__ import annotations
 
@@ -139,19 +140,23 @@ class Pretrainer(EpochTrainer):
         return record
 
     def save(self, epoch: int) -> None:
-        """Checkpoint, encoder weights and reconstruction figure after ``epoch`` (rank 0)."""
-        model = unwrap(self.model)
+        """Checkpoint after ``epoch`` (rank 0)."""
         save_state(self.run_dir, {
-            "model": model.state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
             "config": self.config_record(),
             "history": self.history,
         })
+
+    def finish(self) -> None:
+        """The results: ``metrics.json``, the encoder in timm naming and the reconstruction figure."""
+        model = unwrap(self.model)
         save_torch(model.encoder_state_dict(), self.run_dir / ENCODER_NAME)
         if self.vis_paths:
             images = load_images(self.vis_paths, self.config.input_size).to(self.env.device)
             write_reconstruction(model, images, self.run_dir / RECONSTRUCTION_NAME, seed=self.config.seed)
+        super().finish()
 
     def log_start(self) -> None:
         config, env = self.config, self.env
