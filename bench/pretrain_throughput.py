@@ -52,7 +52,8 @@ def measure(name: str, config: PretrainConfig, images: list[Path], dataset_size:
     """Run ``epochs`` epochs of ``config`` on ``images``; the full-run estimate uses ``config.epochs``."""
     manifest = work / f"{name}.txt"
     manifest.write_text("".join(f"{p}\n" for p in images))
-    short = dataclasses.replace(config, data=str(manifest), epochs=epochs, warmup_epochs=0, save_every=epochs)
+    short = dataclasses.replace(config, data=str(manifest), vis_data=None, epochs=epochs, warmup_epochs=0,
+                                save_every=epochs)
     start = time.perf_counter()
     pretrain(short, work / name)
     wall = time.perf_counter() - start

@@ -121,23 +121,24 @@ class MaskedBatchNorm(SparseLayer):
         shift = -mean * scale
         if self.bias is not None:
             shift = shift + self.bias
-        out = x * scale[:, None, None].to(x.dtype) + shift[:, None, None].to(x.dtype)
+        out = torch.addcmul(shift[:, None, None].to(x.dtype), x, scale[:, None, None].to(x.dtype))
         return out * mask
 
     def _visible_moments(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and biased variance over visible sites (in at least fp32); updates running stats in training."""
+        """Mean and biased variance over visible sites (in at least fp32); updates running stats in training.
+
+        One pass over ``x`` for both moments (sum and sum of squares of the visible values), which is what keeps
+        the masked BN close to the cost of the fused dense one.
+        """
         dtype = torch.promote_types(x.dtype, torch.float32)
-        x, mask = x.to(dtype), mask.to(dtype)
-        count = mask.sum().reshape(1)
-        total = (x * mask).sum((0, 2, 3))
+        visible = x.to(dtype) * mask.to(dtype)
+        count = mask.sum(dtype=dtype).reshape(1)
+        sums = torch.cat([count, visible.sum((0, 2, 3)), visible.square().sum((0, 2, 3))])
         if self.sync and dist.is_available() and dist.is_initialized():
-            count, total = dist_fn.all_reduce(torch.cat([count, total])).split([1, total.numel()])
+            sums = dist_fn.all_reduce(sums)
+        count, total, square_sum = sums.split([1, x.shape[1], x.shape[1]])
         mean = total / count
-        centred = (x - mean[:, None, None]) * mask
-        square_sum = centred.square().sum((0, 2, 3))
-        if self.sync and dist.is_available() and dist.is_initialized():
-            square_sum = dist_fn.all_reduce(square_sum)
-        var = square_sum / count
+        var = (square_sum / count - mean.square()).clamp_min(0)
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var * count / (count - 1).clamp_min(1))
         return mean, var
