@@ -18,7 +18,7 @@ from eval.finetune.__main__ import main as cli
 from spark import build_spark
 from spark.config import ConfigError
 from spark.io import load_torch, save_torch
-from helpers import assert_same_weights
+from helpers import assert_same_weights, run_two_gloo_ranks
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -143,13 +143,7 @@ torch.save(model.state_dict(), f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
 
 def test_two_gloo_ranks_end_with_identical_weights(colours, tmp_path):
     params = write_params(tmp_path / "params.yaml", colours, epochs=2, micro_batch=2, deterministic=False)
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(params),
-                             str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
     assert_same_weights(rank0, rank1)
     assert "4 per rank, micro-batches of 2" in (tmp_path / "run" / "train.log").read_text()
     history = checkpoint(tmp_path / "run")["history"]

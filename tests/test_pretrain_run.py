@@ -22,7 +22,7 @@ from spark.engine import NonFiniteError
 from spark.io import load_torch
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
-from helpers import assert_same_weights
+from helpers import assert_same_weights, run_two_gloo_ranks
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -153,13 +153,7 @@ torch.save({k: v.detach() for k, v in model.named_parameters()}, f"{sys.argv[2]}
 def test_two_gloo_ranks_end_with_identical_weights(images, tmp_path):
     config = tiny(images, epochs=2, micro_batch=1, deterministic=False)  # 2 images per rank, 2 micro-batches
     params = write_params(tmp_path / "params.yaml", config)
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(params),
-                             str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
     assert_same_weights(rank0, rank1)
     initial = dict(SparK.named_parameters(trainer_module.build_model(config)))
     assert not torch.equal(rank0["decoder.head.weight"], initial["decoder.head.weight"])  # it did train
