@@ -1,15 +1,10 @@
 """End-to-end fine-tuning runs on tiny generated image folders (CPU): outputs, learning, resume, DDP, CLI."""
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -18,7 +13,7 @@ from eval.finetune.__main__ import main as cli
 from spark import build_spark
 from spark.config import ConfigError
 from spark.io import load_torch, save_torch
-from helpers import assert_same_weights, run_two_gloo_ranks
+from helpers import assert_same_weights, kill_after_first_checkpoint, run_two_gloo_ranks
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -109,19 +104,8 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
     params = write_params(tmp_path / "params.yaml", colours, epochs=5)
     command = [sys.executable, "-m", "eval.finetune", "--params", str(params), "--init", "scratch",
                "--out", str(tmp_path / "killed")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    checkpoint_file = tmp_path / "killed" / "checkpoint.pth"
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    while not checkpoint_file.exists() and process.poll() is None:  # written atomically after epoch 1
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, process.stderr.read()
-    killed_at = checkpoint(tmp_path / "killed")["epoch"]
+    killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
     assert 1 <= killed_at < 5
-    assert not (tmp_path / "killed" / "metrics.json").exists()  # a run's result appears only when it completes
-
-    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/5" in resumed.stderr
     uninterrupted, killed = checkpoint(tmp_path / "uninterrupted"), checkpoint(tmp_path / "killed")
     assert_same_weights(uninterrupted["model"], killed["model"])

@@ -1,11 +1,7 @@
 """End-to-end pretraining runs on tiny generated images (CPU): outputs, resume, guards, DDP, CLI, learning."""
 import dataclasses
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,7 @@ from spark.engine import NonFiniteError
 from spark.io import load_torch
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
-from helpers import assert_same_weights, run_two_gloo_ranks
+from helpers import assert_same_weights, kill_after_first_checkpoint, run_two_gloo_ranks
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -119,19 +115,8 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
 
     params = write_params(tmp_path / "params.yaml", config)
     command = [sys.executable, "-m", "spark.pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    checkpoint_file = tmp_path / "killed" / "checkpoint.pth"
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    while not checkpoint_file.exists() and process.poll() is None:  # written atomically after epoch 1
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, process.stderr.read()
-    killed_at = load_torch(tmp_path / "killed" / "checkpoint.pth")["epoch"]
+    killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
     assert 1 <= killed_at < 6
-    assert not {"encoder.pth", "metrics.json", "reconstruction.png"} & {p.name for p in (tmp_path / "killed").iterdir()}
-
-    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/6" in resumed.stderr
     assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(tmp_path / "killed"))
     loss_rows = (tmp_path / "killed/dvclive/plots/metrics/loss.tsv").read_text().splitlines()
