@@ -1,7 +1,8 @@
 """Throughput and peak memory of one pretraining step (forward + backward + LAMB step).
 
-Compares the dense encoder alone, SparK sparse and SparK zero_out, in fp32 and bf16 autocast, with and without
-channels_last. Each configuration runs in its own process so its peak memory is its own.
+Compares the dense encoder alone, SparK sparse and SparK zero_out, in fp32 and (where the device has it natively,
+or when asked with --precisions) bf16 autocast, with and without channels_last. Each configuration runs in its own
+process so its peak memory is its own. The first lines name the CPU capability and whether bf16 is native.
 
     python bench/pretrain_step.py                       # resnet18, 128 px, batch 32, decoder width 256
     python bench/pretrain_step.py --arch resnet50 --input-size 224 --batch 16 --decoder-width 768
@@ -22,6 +23,7 @@ from timm.optim import Lamb
 
 from spark import build_spark
 from spark.encoder import create_encoder
+from spark.engine.precision import native_bf16
 
 VARIANTS = ("dense", "sparse", "zero_out")
 
@@ -94,7 +96,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        help="default: fp32, plus bf16 where the device computes it natively")
     parser.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"])
     # One configuration, in this process (used by the driver below).
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -107,6 +110,10 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
 
+    native, evidence = native_bf16(torch.device(args.device))
+    args.precisions = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
+    print(f"# CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 {'native' if native else 'emulated'}: "
+          f"{evidence}")
     print(f"# {args.arch} {args.input_size}px batch {args.batch} decoder {args.decoder_width}, {args.device}, "
           f"{args.threads} threads, median of {args.steps} steps")
     print(f"{'variant':<10}{'precision':<11}{'layout':<15}{'ms/step':>9}{'img/s':>8}{'peak MB':>9}")
@@ -124,7 +131,9 @@ def main() -> None:
         return results[key]["ms_per_step"] if key in results else float("nan")
 
     print(f"sparse / zero_out (fp32, contiguous): {ms('sparse', 'fp32', 'contiguous') / ms('zero_out', 'fp32', 'contiguous'):.3f}")
-    print(f"sparse fp32 / bf16+channels_last:     {ms('sparse', 'fp32', 'contiguous') / ms('sparse', 'bf16', 'channels_last'):.2f}x")
+    if "bf16" in args.precisions:
+        print(f"sparse fp32 / bf16+channels_last:     "
+              f"{ms('sparse', 'fp32', 'contiguous') / ms('sparse', 'bf16', 'channels_last'):.2f}x")
 
 
 if __name__ == "__main__":

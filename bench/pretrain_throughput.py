@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -61,7 +62,7 @@ def measure(name: str, config: PretrainConfig, images: list[Path], dataset_size:
     return {
         "preset": name, "arch": config.arch, "px": str(config.input_size), "batch": str(config.global_batch),
         "decoder": str(config.decoder_width),
-        "precision": config.precision + (" + NHWC" if config.channels_last else ""),
+        "precision": json.loads((work / name / "run.json").read_text())["precision"].split(" (")[0],
         "workers": str(config.num_workers), "img/s": f"{rate:.1f}", "bench wall s": f"{wall:.0f}",
         "full run min": f"{config.epochs * dataset_size / rate / 60:.1f} ({config.epochs} ep x {dataset_size})",
     }

@@ -143,6 +143,7 @@ def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
                 "git commit": str(run.info.get("git_commit", MISSING))[:12],
                 "params hash": run.info.get("params_hash", MISSING),
                 "wall time (min)": f"{run.info['wall_time_s'] / 60:.1f}" if "wall_time_s" in run.info else MISSING,
+                "precision": run.info.get("precision", MISSING),
                 "hardware": run.info.get("hardware", MISSING),
             })
     return pd.DataFrame(rows)

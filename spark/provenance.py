@@ -41,7 +41,8 @@ def hardware() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return (f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"{torch.backends.cpu.get_cpu_capability()})")
 
 
 @contextmanager

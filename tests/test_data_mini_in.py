@@ -87,3 +87,18 @@ def test_rebuild_replaces_the_folder_without_stale_files(sources, tmp_path):
 def test_mini_in_passes_the_imagenet_validator(builds):
     layout = validate_image_folder(builds[0], classes=CFG.classes, check_images=1000)
     assert layout["train"] == CFG.classes * CFG.train_per_class and layout["val"] == CFG.classes * CFG.val_per_class
+
+
+def test_the_unlabeled_pool_is_flat_disjoint_and_leaves_train_unchanged(builds, sources, tmp_path):
+    pooled = build_mini_in(tmp_path / "pooled", MiniInConfig(**{**CFG.__dict__, "unlabeled_per_class": 3}),
+                           sources, seed=0)
+    out = tmp_path / "pooled"
+    pool = sorted((out / "unlabeled").iterdir())
+    assert [p.name for p in pool] == [f"{k:06d}.png" for k in range(3 * CFG.classes)]  # flat: no class names
+    train = {f: h for f, h in pooled["files"].items() if f.startswith("train/")}
+    assert train == {f: h for f, h in json.loads((builds[0] / MANIFEST_NAME).read_text())["files"].items()
+                     if f.startswith("train/")}  # the pool draws other items; train/ is byte-identical
+    hashes = {sha256_file(p) for p in pool}
+    assert len(hashes) == len(pool) and not hashes & set(pooled["files"][f] for f in train)
+    with pytest.raises(Exception, match="unlabeled_per_class"):
+        MiniInConfig(train_per_class=5000, unlabeled_per_class=1001)

@@ -70,7 +70,7 @@ def test_auto_recipe_needs_an_arch_with_a_recipe():
     ({"eval_crop": 1.5}, "params: finetune.eval_crop: must be in (0, 1]"),
     ({"augment": "fancy"}, "params: finetune.augment: not 'auto', 'trivial', 'none' or a timm auto-augment spec"),
     ({"loss": "focal"}, "params: finetune.loss: must be one of 'auto', 'bce', 'ce'"),
-    ({"precision": "fp16"}, "params: finetune.precision: must be one of 'fp32', 'bf16'"),
+    ({"precision": "fp16"}, "params: finetune.precision: must be one of 'auto', 'fp32', 'bf16'"),
     ({"epochs": "many"}, "params: finetune.epochs: expected int"),
     ({"lr": 0.1}, "params: finetune.lr: unknown key"),
 ])

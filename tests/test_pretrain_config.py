@@ -20,7 +20,7 @@ def parse(**pretrain) -> PretrainConfig:
     ({"decoder_width": 100}, "params: pretrain.decoder_width: must be a positive multiple"),
     ({"hierarchy": 5}, "params: pretrain.hierarchy: must be in [1, 4]"),
     ({"encoder_mode": "dense"}, "params: pretrain.encoder_mode: must be one of 'sparse', 'zero_out'"),
-    ({"precision": "fp16"}, "params: pretrain.precision: must be one of 'fp32', 'bf16'"),
+    ({"precision": "fp16"}, "params: pretrain.precision: must be one of 'auto', 'fp32', 'bf16'"),
     ({"warmup_epochs": 10, "epochs": 10}, "params: pretrain.warmup_epochs: must be in [0, epochs=10)"),
     ({"betas": [0.9]}, "params: pretrain.betas: must be 'auto' or two numbers"),
     ({"global_batch": 0}, "params: pretrain.global_batch: must be >= 1"),

@@ -14,7 +14,7 @@ from PIL import Image
 import spark.pretrain.trainer as trainer_module
 from spark.cli import main as cli
 from spark.config import ConfigError
-from spark.engine import NonFiniteError
+from spark.engine import NonFiniteError, Precision
 from spark.io import load_torch
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
@@ -74,7 +74,11 @@ def test_run_directory_contents(images, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epoch"] == 3 and set(metrics) == {"epoch", "loss", "lr", "weight_decay", "grad_norm", "img_per_s"}
     assert len((run / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()) == 1 + 3
-    assert "epoch 3/3  loss" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "epoch 3/3  loss" in log
+    expected = Precision.resolve("auto", False, torch.device("cpu"))  # the default follows this machine's CPU
+    assert json.loads((run / "run.json").read_text())["precision"] == expected.describe()
+    assert f"precision {expected.describe()}" in log
     timm_model = timm.create_model("test_resnet")
     missing, unexpected = timm_model.load_state_dict(load_torch(run / "encoder.pth"), strict=False)
     assert not unexpected and all(k.startswith("head.") or k.startswith("fc.") for k in missing)

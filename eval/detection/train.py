@@ -141,7 +141,7 @@ def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, rest
     _check_resumable(out, json.loads(json.dumps(recipe)), restart_on_change)
     write_json(out / RECIPE_NAME, recipe)
     with recorded_run(out, "detection", dataclasses.asdict(config), config.seed) as info:
-        info.update(init=init, num_gpus=num_gpus)
+        info.update(init=init, num_gpus=num_gpus, precision="fp32 (Detectron2 without AMP)")
         launch(train, num_gpus_per_machine=max(num_gpus, 1), dist_url="auto", args=(config, init, str(out)))
 
 

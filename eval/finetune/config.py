@@ -66,7 +66,7 @@ class FinetuneConfig:
     # How the run executes.
     micro_batch: int | None = None
     num_workers: int = 8
-    precision: PrecisionName = "fp32"
+    precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
     channels_last: bool = False
     compile: bool = False
     save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)

@@ -52,7 +52,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, init: str | Path = SCR
         trainer = Finetuner(config, Path(run_dir), env, str(init), restart_on_change)
         provenance = recorded_run(run_dir, "finetune", to_dict(config), config.seed) if env.is_main else nullcontext({})
         with provenance as info:
-            info.update(init=trainer.init, resumed=trainer.start_epoch > 0)
+            info.update(init=trainer.init, resumed=trainer.start_epoch > 0, precision=trainer.precision.describe())
             return trainer.fit()
 
 
@@ -83,7 +83,7 @@ class Finetuner(EpochTrainer):
             self.load_report: dict[str, Any] | None = state["load_report"]
         else:
             self.load_report = dataclasses.asdict(report) if report is not None else None
-        self.precision = Precision(config.precision, config.channels_last)
+        self.precision = Precision.resolve(config.precision, config.channels_last, env.device)
         model = self.precision.prepare_model(model.to(env.device))
         self.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup)
         if state is not None:
@@ -203,7 +203,8 @@ class Finetuner(EpochTrainer):
                     "%.3g, lr scale %.3g..1, %s loss, %s on %s", config.arch, config.input_size, self.num_classes,
                     config.recipe, self.iters, config.global_batch, config.global_batch // env.world_size,
                     f", micro-batches of {config.micro_batch}" if config.micro_batch else "", config.optimizer,
-                    config.peak_lr, min(scales), config.loss_name, config.precision, env.device)
+                    config.peak_lr, min(scales), config.loss_name, self.precision.name, env.device)
+        self.precision.log(logger)
 
 
 def best_evaluation(history: list[dict[str, float]]) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = 1  # bump whenever a change to the generators changes the bytes they write
+GENERATOR_VERSION = 2  # bump whenever a change to the generators changes the bytes they write
 
 S = TypeVar("S")
 T = TypeVar("T")

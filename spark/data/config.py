@@ -18,12 +18,14 @@ FASHION_MNIST_CLASSES = 10
 
 @dataclass
 class MiniInConfig:
-    """mini-in, the ImageNet stand-in: one Fashion-MNIST object per photo crop, ImageFolder layout."""
+    """mini-in, the ImageNet stand-in: one Fashion-MNIST object per photo crop, ImageFolder layout, plus an
+    ``unlabeled/`` pool for pretraining (no class folders: pretraining cannot see a label)."""
 
     image_size: int = 128
     classes: int = FASHION_MNIST_CLASSES
     train_per_class: int = 500
     val_per_class: int = 100
+    unlabeled_per_class: int = 0  # 0: no pool, pretraining reads train/ (as on ImageNet)
 
     def __post_init__(self) -> None:
         require(self.image_size >= 32, "image_size", f"must be >= 32, got {self.image_size}")
@@ -31,6 +33,9 @@ class MiniInConfig:
         # Train images draw distinct Fashion-MNIST train items, val images distinct test items: no object repeats.
         require(1 <= self.train_per_class <= FASHION_MNIST_TRAIN_PER_CLASS, "train_per_class",
                 f"must be in [1, {FASHION_MNIST_TRAIN_PER_CLASS}], got {self.train_per_class}")
+        spare = FASHION_MNIST_TRAIN_PER_CLASS - self.train_per_class  # the pool draws train items train/ did not
+        require(0 <= self.unlabeled_per_class <= spare, "unlabeled_per_class",
+                f"must be in [0, {spare}] (Fashion-MNIST train items left after train/), got {self.unlabeled_per_class}")
         require(1 <= self.val_per_class <= FASHION_MNIST_TEST_PER_CLASS, "val_per_class",
                 f"must be in [1, {FASHION_MNIST_TEST_PER_CLASS}], got {self.val_per_class}")
 

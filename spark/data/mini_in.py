@@ -1,7 +1,8 @@
 """mini-in, the ImageNet stand-in: ImageFolder ``{train,val}/<class>/*.png`` with one object per photo crop.
 
-Each image holds one Fashion-MNIST item (train items for train, test items for val, none used twice), scaled to
-45-90% of the image, tinted, maybe flipped, at a random position over a random crop of a real photo.
+Each image holds one Fashion-MNIST item (train items for train and the unlabeled pool, test items for val, none
+used twice), scaled to 45-90% of the image, tinted, maybe flipped, at a random position over a random crop of a
+real photo. The pool ``unlabeled/*.png`` is flat and shuffled, so neither a folder nor a file name carries a label.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from spark.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
 from spark.io import write_json
 
 OBJECT_SCALE = (0.45, 0.9)
+UNLABELED = "unlabeled"
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,22 @@ def build_mini_in(out_dir: str | Path, cfg: MiniInConfig, sources: Sources, *, s
     """Generate mini-in into ``out_dir`` (replaced atomically) and return its manifest."""
     classes = FASHION_MNIST_CLASSES[: cfg.classes]
     with staged_dir(out_dir) as staging:
+        pool: list[tuple[np.ndarray, str, int]] = []  # (item, class, index): unlabeled items, named after shuffling
         for split, per_class in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
             objects = sources.objects(split)
+            spare = cfg.unlabeled_per_class if split == "train" else 0
             images = []
             for label, name in enumerate(classes):
                 candidates = np.flatnonzero(objects.labels == label)
-                chosen = item_rng(seed, "mini-in", split, name).choice(candidates, per_class, replace=False)
+                chosen = item_rng(seed, "mini-in", split, name).permutation(candidates)[: per_class + spare]
                 images += [_Image(staging / split / name / f"{i:05d}.png", objects.images[j],
-                                  item_rng(seed, "mini-in", split, name, i)) for i, j in enumerate(chosen)]
+                                  item_rng(seed, "mini-in", split, name, i)) for i, j in enumerate(chosen[:per_class])]
+                pool += [(objects.images[j], name, i) for i, j in enumerate(chosen[per_class:])]
             parallel_map(_render, (sources.photos, cfg.image_size), images, workers)
+        order = item_rng(seed, "mini-in", UNLABELED).permutation(len(pool))
+        unlabeled = [_Image(staging / UNLABELED / f"{k:06d}.png", pool[i][0], item_rng(seed, "mini-in", UNLABELED, *pool[i][1:]))
+                     for k, i in enumerate(order)]
+        parallel_map(_render, (sources.photos, cfg.image_size), unlabeled, workers)
         image_folder_sheet(staging / "train", staging / CONTACT_SHEET_NAME, rows=len(classes))
         manifest = generated_manifest(staging, dataset="mini-in", seed=seed, config=to_dict(cfg),
                                       sources=sources.provenance)

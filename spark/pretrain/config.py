@@ -51,7 +51,7 @@ class PretrainConfig:
     clip: float = 5.0  # max gradient norm; 0 disables clipping
     betas: Literal["auto"] | tuple[float, float] = "auto"  # auto: (0.9, 0.999) for ConvNeXt, (0.9, 0.95) otherwise
     num_workers: int = 8
-    precision: PrecisionName = "fp32"
+    precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
     channels_last: bool = False
     compile: bool = False
     save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)

@@ -51,7 +51,8 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path 
         trainer = Pretrainer(config, Path(run_dir), env, init_from, restart_on_change)
         provenance = recorded_run(run_dir, "pretrain", to_dict(config), config.seed) if env.is_main else nullcontext({})
         with provenance as info:
-            info.update(init=str(init_from) if init_from else None, resumed=trainer.start_epoch > 0)
+            info.update(init=str(init_from) if init_from else None, resumed=trainer.start_epoch > 0,
+                        precision=trainer.precision.describe())
             return trainer.fit()
 
 
@@ -81,7 +82,7 @@ class Pretrainer(EpochTrainer):
             report = load_checkpoint(model, init_from)
             logger.info("initialised from %s (%s layout; %d keys left as initialised)", init_from, report.layout,
                         len(report.missing))
-        self.precision = Precision(config.precision, config.channels_last)
+        self.precision = Precision.resolve(config.precision, config.channels_last, env.device)
         model = self.precision.prepare_model(model.to(env.device))
         if env.is_distributed:  # the masked BNs sync over gloo too; torch's SyncBatchNorm (decoder) needs CUDA
             model = convert_sync_batchnorm(model, dense=env.device.type == "cuda")
@@ -166,4 +167,5 @@ class Pretrainer(EpochTrainer):
                     config.arch, config.input_size, len(self.loader.dataset), self.iters, config.global_batch,
                     config.global_batch // env.world_size,
                     f", micro-batches of {config.micro_batch}" if config.micro_batch else "", config.peak_lr,
-                    config.precision, env.device)
+                    self.precision.name, env.device)
+        self.precision.log(logger)
