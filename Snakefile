@@ -8,8 +8,8 @@ Every rule is a thin shell over a ``python -m`` entry point that reads the same 
 the branches and their paths come from eval/dag.py.
 """
 from eval.dag import (
-    METHOD, SCRATCH, Layout, detection_branches, finetune_branches, layout, pretrain_branches, stage_resources,
-    workflow_params,
+    METHOD, SCRATCH, Layout, detection_branches, finetune_branches, label_regimes, layout, pretrain_branches,
+    pretrain_seed, stage_resources, workflow_params,
 )
 from spark.data.config import DataConfig
 from spark.data.paths import classification_data, detection_data
@@ -31,10 +31,10 @@ def resources_of(stage):
     return {"mem_mb": r.mem_mb, "runtime": r.runtime, "gpu": r.gpus}
 
 
-def section_hash(stage, model=None, variant=None):
+def section_hash(stage, model=None, variant=None, regime=None):
     """The section a job reads, resolved for its branch and hashed: Snakemake's params rerun trigger reruns the
     job when it changes, and only then."""
-    return params_hash(branch_section(PARAMS, stage, model, None if variant == METHOD else variant)[stage])
+    return params_hash(branch_section(PARAMS, stage, model, None if variant == METHOD else variant, regime)[stage])
 
 
 wildcard_constraints:
@@ -42,6 +42,7 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     init="|".join([SCRATCH, *VARIANTS]),
     seed=r"\d+",
+    regime="|".join(label_regimes(PARAMS)),
 
 
 rule all:

@@ -4,9 +4,15 @@ One place for the run layout, read by the Snakefile, the tables stage and the te
 same layout with ``matrix`` stages; a test holds the two together). Branches:
 
 - pretraining: every model in ``models`` with the method (``sparse``), plus every ``ablations`` variant on the
-  ``ablation_models``; each seed in ``seeds``;
-- fine-tuning: from scratch, and from every pretrained encoder of that model;
+  ``ablation_models``; once, with ``pretrain_seed`` (pretraining is the expensive stage: at paper scale, and in
+  the paper, each encoder is pretrained once);
+- fine-tuning: in every ``label_regimes`` regime, from scratch and from the ``sparse`` encoder of each model, and
+  from every ablation encoder in the ``ablation_regimes``;
 - detection: from scratch and from the ``sparse`` encoder, for the ``detection_models``.
+
+Fine-tuning and detection run once per seed in ``seeds``; seed ``s`` fixes data order, label split, head
+initialisation and augmentation alike in every arm, so two arms of one seed differ only in the encoder's
+initialisation (the pairing behind the report's intervals, :mod:`eval.stats`).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from spark.config import ConfigError, branch_section, load_params, parse_section
 
 METHOD = "sparse"
 SCRATCH = "scratch"
+ALL_LABELS = "all"
 STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
 DEFAULT_PARAMS = "params.yaml"
 
@@ -27,6 +34,7 @@ class Branch:
     model: str
     init: str  # a pretraining variant, or "scratch"
     seed: int
+    regime: str | None = None  # fine-tuning only: the label regime
 
 
 @dataclass(frozen=True)
@@ -46,11 +54,17 @@ class Layout:
     def pretrain(self, model: str, variant: str, seed: int) -> str:
         return f"{self.runs}/pretrain/{model}/{variant}/seed{seed}"
 
-    def finetune(self, model: str, init: str, seed: int) -> str:
-        return f"{self.runs}/finetune/{model}/{init}/seed{seed}"
+    def finetune(self, model: str, init: str, seed: int, regime: str) -> str:
+        return f"{self.runs}/finetune/{regime}/{model}/{init}/seed{seed}"
 
     def detection(self, model: str, init: str, seed: int) -> str:
         return f"{self.runs}/detection/{model}/{init}/seed{seed}"
+
+    def run(self, stage: str, branch: Branch) -> str:
+        """The run directory of ``branch`` in ``stage`` (pretrain, finetune or detection)."""
+        if stage == "finetune":
+            return self.finetune(branch.model, branch.init, branch.seed, branch.regime)
+        return getattr(self, stage)(branch.model, branch.init, branch.seed)
 
 
 @dataclass(frozen=True)
@@ -72,20 +86,40 @@ def layout(params: dict[str, Any]) -> Layout:
     return Layout(str(params["preset"]))
 
 
+def label_regimes(params: dict[str, Any]) -> list[str]:
+    """The fine-tuning label regimes (``all`` labels when the params name none)."""
+    return list(params.get("label_regimes") or {ALL_LABELS: {}})
+
+
+def ablation_regimes(params: dict[str, Any]) -> list[str]:
+    """The regimes ablation encoders are fine-tuned in (default: every regime)."""
+    regimes = params.get("ablation_regimes")
+    return label_regimes(params) if regimes is None else list(regimes)
+
+
 def pretrain_branches(params: dict[str, Any]) -> Iterator[Branch]:
-    for seed in params["seeds"]:
-        for model in params["models"]:
-            yield Branch(model, METHOD, seed)
-        for model in params["ablation_models"] or []:
-            for variant in params["ablations"] or {}:
-                yield Branch(model, variant, seed)
+    seed = pretrain_seed(params)
+    for model in params["models"]:
+        yield Branch(model, METHOD, seed)
+    for model in params["ablation_models"] or []:
+        for variant in params["ablations"] or {}:
+            yield Branch(model, variant, seed)
+
+
+def pretrain_seed(params: dict[str, Any]) -> int:
+    return params.get("pretrain_seed", 0)
 
 
 def finetune_branches(params: dict[str, Any]) -> Iterator[Branch]:
-    for seed in params["seeds"]:
-        for model in params["models"]:
-            yield Branch(model, SCRATCH, seed)
-    yield from pretrain_branches(params)
+    for regime in label_regimes(params):
+        for seed in params["seeds"]:
+            for model in params["models"]:
+                yield Branch(model, SCRATCH, seed, regime)
+                yield Branch(model, METHOD, seed, regime)
+            if regime in ablation_regimes(params):
+                for model in params["ablation_models"] or []:
+                    for variant in params["ablations"] or {}:
+                        yield Branch(model, variant, seed, regime)
 
 
 def detection_branches(params: dict[str, Any]) -> Iterator[Branch]:
@@ -119,10 +153,11 @@ def validate(params: dict[str, Any]) -> None:
     for branch in pretrain_branches(params):
         variant = None if branch.init == METHOD else branch.init
         config = parse_section(branch_section(params, "pretrain", branch.model, variant), "pretrain", PretrainConfig)
-        _same_path(config.data, classification.train, "pretrain.data")
+        _same_path(config.data, classification.pretrain, "pretrain.data")
     for model in params["models"]:
-        config = parse_finetune(branch_section(params, "finetune", model))
-        _same_path(config.data, classification.train.parent, "finetune.data")
+        for regime in label_regimes(params):
+            config = parse_finetune(branch_section(params, "finetune", model, regime=regime))
+            _same_path(config.data, classification.train.parent, "finetune.data")
     for model in params["detection_models"] or []:
         config = parse_section(branch_section(params, "detection", model), "detection", DetectionConfig)
         _same_path(config.path(config.train_json), detection.train.annotations, "detection.train_json")
@@ -149,7 +184,7 @@ def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
 
 
 def check_shape(params: dict[str, Any]) -> None:
-    """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names."""
+    """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names, label regimes."""
     for key in ("preset", "seeds", "models", "ablation_models", "detection_models", "ablations"):
         if key not in params:
             raise ConfigError(f"params: missing key '{key}'")
@@ -161,6 +196,19 @@ def check_shape(params: dict[str, Any]) -> None:
         raise ConfigError(f"params: seeds: expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"params: seeds: repeated seed in {seeds}")
+    seed = pretrain_seed(params)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"params: pretrain_seed: expected an integer >= 0, got {seed!r}")
+    regimes = params.get("label_regimes", {ALL_LABELS: {}})
+    if not isinstance(regimes, dict) or not regimes or not all(isinstance(v, dict) for v in regimes.values()):
+        raise ConfigError("params: label_regimes: expected a mapping of regime names to finetune overrides ({} for "
+                          "none)")
+    for name in regimes:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"params: label_regimes.{name}: invalid regime name")
+    unknown = [r for r in ablation_regimes(params) if r not in regimes]
+    if unknown:
+        raise ConfigError(f"params: ablation_regimes: {unknown[0]!r} is not in label_regimes ({', '.join(regimes)})")
     if not isinstance(params["models"], dict) or not params["models"]:
         raise ConfigError("params: models: expected a mapping of model names to per-stage overrides")
     for key in ("ablation_models", "detection_models"):

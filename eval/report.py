@@ -16,21 +16,35 @@ from spark.data.config import DataConfig
 from spark.io import write_text
 
 from . import figures, reference
-from .dag import check_shape, layout
-from .tables import ablation_table, coco_table, imagenet_table, load_runs, provenance_table
+from .dag import ablation_regimes, check_shape, layout
+from .tables import (
+    ablation_table, claims_table, coco_table, display, display_claims, imagenet_table, load_runs, provenance_table,
+)
 
 
 DATASETS = {"imagenet": "ImageNet-1K", "mini-in": "mini-in (the ImageNet stand-in)", "coco": "COCO 2017",
             "mini-coco": "mini-coco (the COCO stand-in)"}
 
 
-def write_table(table: pd.DataFrame, stem: Path) -> str:
-    """Write ``stem``.md/.csv/.tex; returns the Markdown."""
-    markdown = table.to_markdown(index=False)
+def write_table(table: pd.DataFrame, stem: Path, shown: pd.DataFrame | None = None) -> str:
+    """Write ``stem``.csv (the numbers) and ``stem``.md/.tex (``shown``, default :func:`eval.tables.display`);
+    returns the Markdown."""
+    shown = display(table) if shown is None else shown
+    markdown = shown.to_markdown(index=False)
     write_text(stem.with_suffix(".md"), markdown + "\n")
     write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-    write_text(stem.with_suffix(".tex"), table.to_latex(index=False, escape=True))
+    write_text(stem.with_suffix(".tex"), shown.to_latex(index=False, escape=True))
     return markdown
+
+
+VERDICT_RULE = (
+    "Each claim is a paired difference over seeds (the paper's direction positive): seed s fixes data order, label "
+    "split, head initialisation and augmentation in both arms, so they differ only in the encoder's "
+    "initialisation; every pretrained arm starts from one pretraining run (`pretrain_seed`), so the interval "
+    "covers fine-tuning noise, not pretraining noise. The 95% interval is the paired t interval over seeds, "
+    "mean(d) ± t(0.975, n-1)·std(d)/√n. Verdict, fixed before any run: **reproduced** if the interval lies above 0, "
+    "**contradicted** if it lies below 0, **inconclusive** otherwise (always with one seed). Classification uses "
+    "the final model's top-1 (not the best epoch), detection the final COCO AP.")
 
 
 def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
@@ -39,14 +53,17 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     archs = {m: branch_section(params, "finetune", model=m)["finetune"]["arch"] for m in params["models"]}
     out.mkdir(parents=True, exist_ok=True)
     data = parse_section(params, "data", DataConfig)
+    claims = claims_table(params, runs)
     sections = [
         (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
          imagenet_table(runs["finetune"], archs)),
         (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco", coco_table(runs["detection"], archs)),
     ]
     for model in params["ablation_models"]:
-        table = ablation_table(runs["pretrain"], runs["finetune"], model, list(params["ablations"]))
-        sections.append((f"Table 3: ablations on {model}", f"ablations_{model}", table))
+        for regime in ablation_regimes(params):
+            table = ablation_table(runs["pretrain"], runs["finetune"], model, list(params["ablations"]), regime)
+            sections.append((f"Table 3: ablations on {model} ({regime} labels)", f"ablations_{model}_{regime}",
+                             table))
     figures.loss_curves(runs["pretrain"], out / "pretrain_loss.png")
     figures.reconstruction_grid(runs["pretrain"], out / "reconstructions.png")
 
@@ -54,6 +71,8 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     if data.classification != "imagenet" or data.detection != "coco":
         lines += ["These are small-scale runs on the generated mini benchmark (see DATA.md), not ImageNet/COCO: the "
                   "paper columns are for orientation, not comparison.", ""]
+    lines += ["## Paper claims", "", VERDICT_RULE, "", write_table(claims, out / "claims", display_claims(claims)),
+              ""]
     for title, stem, table in sections:
         lines += [f"## {title}", "", write_table(table, out / stem), ""]
     lines += ["## Figures", "", "![pretraining loss](pretrain_loss.png)", "", "![reconstructions](reconstructions.png)", "",

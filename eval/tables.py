@@ -1,7 +1,8 @@
 """Result tables laid out like the paper's, from the runs' ``metrics.json`` and ``run.json`` files.
 
-Pure functions from run records to DataFrames (mean ± std over seeds, reference columns from
-:mod:`eval.reference`); :mod:`eval.report` writes them as Markdown, CSV and LaTeX.
+Pure functions from run records to DataFrames of numbers (each mean over seeds beside its sample std, paired
+differences with their 95% intervals, reference columns from :mod:`eval.reference`); :func:`display` formats
+them for reading, and :mod:`eval.report` writes the numbers as CSV and the formatted tables as Markdown and LaTeX.
 """
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from . import reference
-from .dag import METHOD, SCRATCH, Branch, Layout, detection_branches, finetune_branches, pretrain_branches
+from .dag import (
+    ALL_LABELS, METHOD, SCRATCH, Branch, Layout, ablation_regimes, detection_branches, finetune_branches,
+    label_regimes, pretrain_branches,
+)
+from .stats import paired_difference
 
 MISSING = "—"
+STD = " std"  # suffix of the sample-std column beside each mean column
 COCO_COLUMNS = [("bbox", "AP", "AP^bb"), ("bbox", "AP50", "AP^bb_50"), ("bbox", "AP75", "AP^bb_75"),
                 ("segm", "AP", "AP^mk"), ("segm", "AP50", "AP^mk_50"), ("segm", "AP75", "AP^mk_75")]
 
@@ -36,16 +42,13 @@ class Run:
 def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[Run]]:
     """Every branch's run of every stage; a missing ``metrics.json`` is an error naming the file."""
     layout = Layout(str(params["preset"]))
-    stages: dict[str, tuple[Callable[[str, str, int], str], Iterable[Branch]]] = {
-        "pretrain": (layout.pretrain, pretrain_branches(params)),
-        "finetune": (layout.finetune, finetune_branches(params)),
-        "detection": (layout.detection, detection_branches(params)),
-    }
+    stages = {"pretrain": pretrain_branches(params), "finetune": finetune_branches(params),
+              "detection": detection_branches(params)}
     runs: dict[str, list[Run]] = {}
-    for stage, (path_of, branches) in stages.items():
+    for stage, branches in stages.items():
         runs[stage] = []
         for branch in branches:
-            path = Path(root) / path_of(branch.model, branch.init, branch.seed)
+            path = Path(root) / layout.run(stage, branch)
             if not (path / "metrics.json").is_file():
                 raise FileNotFoundError(f"{path / 'metrics.json'}: missing; run the {stage} stage first")
             info_file = path / "run.json"
@@ -54,25 +57,55 @@ def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[
     return runs
 
 
-def mean_std(values: list[float]) -> str:
-    """``80.12 ± 0.31`` over seeds (sample std), ``80.12`` for one seed, ``—`` for none."""
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample std over seeds of the finite values (std NaN for one value, both NaN for none)."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _stat(row: dict[str, Any], column: str, values: Iterable[float | None]) -> None:
+    """``column`` (mean) and ``column std`` (sample std) over seeds, as numbers."""
+    row[column], row[column + STD] = mean_std(values)
+
+
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for reading (Markdown, LaTeX): ``X`` and ``X std`` become one ``80.12 ± 0.31`` column (``80.12``
+    for one seed, ``—`` for none); other numbers keep two decimals."""
+    shown = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        if column.endswith(STD):
+            continue
+        values = table[column]
+        if column + STD in table.columns:
+            shown[column] = [_plus_minus(m, s) for m, s in zip(values, table[column + STD])]
+        elif pd.api.types.is_float_dtype(values):
+            shown[column] = [MISSING if not math.isfinite(v) else f"{v:.2f}" for v in values]
+        else:
+            shown[column] = values.fillna(MISSING)
+    return shown
+
+
+def _plus_minus(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
         return MISSING
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return f"{mean:.2f}" if not math.isfinite(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _reference(table: dict[str, tuple[float, str]], arch: str) -> str:
-    return f"{table[arch][0]:.1f}" if arch in table else MISSING
+def _reference(table: dict[str, tuple[float, str]], key: str) -> float:
+    return table[key][0] if key in table else math.nan
 
 
-def _grouped(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    groups: dict[tuple[str, str], list[Run]] = {}
+def _grouped(runs: list[Run]) -> dict[tuple[str, str | None, str], list[Run]]:
+    groups: dict[tuple[str, str | None, str], list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.branch.model, run.branch.init), []).append(run)
+        groups.setdefault((run.branch.model, run.branch.regime, run.branch.init), []).append(run)
     return groups
+
+
+def _by_seed(runs: list[Run], value: Callable[[Run], float | None]) -> dict[int, float]:
+    return {r.branch.seed: v for r in runs if (v := value(r)) is not None and math.isfinite(v)}
 
 
 def _init_name(init: str) -> str:
@@ -80,53 +113,98 @@ def _init_name(init: str) -> str:
 
 
 def imagenet_table(finetune: list[Run], archs: dict[str, str]) -> pd.DataFrame:
-    """Table 1: top-1/top-5 per model and init (scratch vs SparK), with the paper's SparK top-1."""
+    """Table 1: top-1/top-5 per model, label regime and init (scratch vs SparK), with the paper's SparK top-1."""
     rows = []
-    for (model, init), runs in _grouped(finetune).items():
+    for (model, regime, init), runs in _grouped(finetune).items():
         if init not in (SCRATCH, METHOD):
             continue
-        rows.append({
-            "model": model,
-            "init": _init_name(init),
-            "top-1": mean_std([r.metrics["top1"] for r in runs]),
-            "top-5": mean_std([r.metrics["top5"] for r in runs]),
-            "EMA top-1": mean_std([r.metrics.get("ema_top1") for r in runs]),
-            "paper top-1": _reference(reference.IMAGENET_TOP1, archs[model]) if init == METHOD else MISSING,
-            "seeds": len(runs),
-        })
-    return pd.DataFrame(rows)
-
-
-def coco_table(detection: list[Run], archs: dict[str, str]) -> pd.DataFrame:
-    """Table 2: Mask R-CNN box and mask AP per model and init."""
-    rows = []
-    for (model, init), runs in _grouped(detection).items():
-        row: dict[str, Any] = {"model": model, "init": _init_name(init)}
-        for task, key, column in COCO_COLUMNS:
-            row[column] = mean_std([r.metrics[task][key] for r in runs])
-        row["paper AP^bb"] = _reference(reference.COCO_AP, archs[model])
+        row: dict[str, Any] = {"model": model, "labels": regime, "init": _init_name(init)}
+        _stat(row, "top-1", (r.metrics["top1"] for r in runs))
+        _stat(row, "top-5", (r.metrics["top5"] for r in runs))
+        _stat(row, "EMA top-1", (r.metrics.get("ema_top1") for r in runs))
+        reference_table = reference.IMAGENET_TOP1 if init == METHOD else reference.SUPERVISED_TOP1
+        row["paper top-1"] = _reference(reference_table, archs[model]) if regime == ALL_LABELS else math.nan
         row["seeds"] = len(runs)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variants: list[str]) -> pd.DataFrame:
-    """Table 3: fine-tuning top-1 of each pretraining variant, and its difference to the full method."""
-    top1 = {init: [r.metrics["top1"] for r in runs] for (m, init), runs in _grouped(finetune).items() if m == model}
-    loss = {init: [r.metrics["loss"] for r in runs] for (m, init), runs in _grouped(pretrain).items() if m == model}
-    base = statistics.mean(top1[METHOD])
+def coco_table(detection: list[Run], archs: dict[str, str]) -> pd.DataFrame:
+    """Table 2: Mask R-CNN box and mask AP per model and init, with the paper's (SparK or supervised) 1x AP."""
+    rows = []
+    for (model, _, init), runs in _grouped(detection).items():
+        row: dict[str, Any] = {"model": model, "init": _init_name(init)}
+        for task, key, column in COCO_COLUMNS:
+            _stat(row, column, (r.metrics[task][key] for r in runs))
+        paper = reference.COCO_AP.get((archs[model], "SparK" if init == METHOD else "supervised"))
+        row["paper AP^bb"], row["paper AP^mk"] = paper[:2] if paper else (math.nan, math.nan)
+        row["seeds"] = len(runs)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variants: list[str],
+                   regime: str) -> pd.DataFrame:
+    """Table 3: fine-tuning top-1 of each pretraining variant in one label regime, and its paired difference to the
+    full method (variant - sparse, mean over seeds with its 95% interval)."""
+    top1 = {init: runs for (m, r, init), runs in _grouped(finetune).items() if m == model and r == regime}
+    loss = {init: [r.metrics["loss"] for r in runs] for (m, _, init), runs in _grouped(pretrain).items() if m == model}
+    base = _by_seed(top1[METHOD], lambda r: r.metrics["top1"])
     rows = []
     for variant in [METHOD, *variants]:
-        delta = statistics.mean(top1[variant]) - base
-        rows.append({
-            "variant": variant,
-            "top-1": mean_std(top1[variant]),
-            "Δ top-1": MISSING if variant == METHOD else f"{delta:+.2f}",
-            "final pretraining loss": mean_std(loss[variant]),
-            "paper Δ": _reference(reference.ABLATION_TOP1, variant),
-            "seeds": len(top1[variant]),
-        })
+        row: dict[str, Any] = {"variant": variant}
+        _stat(row, "top-1", (r.metrics["top1"] for r in top1[variant]))
+        diff = None if variant == METHOD else paired_difference(_by_seed(top1[variant], lambda r: r.metrics["top1"]), base)
+        row["Δ top-1"] = diff.mean if diff else math.nan
+        row["Δ 95% low"], row["Δ 95% high"] = (diff.low, diff.high) if diff else (math.nan, math.nan)
+        _stat(row, "final pretraining loss", loss[variant])
+        row["paper Δ"] = _reference(reference.ABLATION_TOP1_DELTA, variant)
+        row["seeds"] = len(top1[variant])
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataFrame:
+    """The paper's claims, each as a paired difference over seeds (the paper's direction positive), its 95%
+    interval and the verdict of :mod:`eval.stats`."""
+    finetune, detection = _grouped(runs["finetune"]), _grouped(runs["detection"])
+    rows = []
+
+    def claim(text: str, evidence: str, better: list[Run], worse: list[Run], value: Callable[[Run], float | None],
+              unit: str) -> None:
+        diff = paired_difference(_by_seed(better, value), _by_seed(worse, value))
+        rows.append({"claim": text, "paper's evidence": evidence, "metric": unit, "difference": diff.mean,
+                     "95% low": diff.low, "95% high": diff.high, "seeds": diff.n, "verdict": diff.verdict})
+
+    for model in params["models"]:
+        for regime in label_regimes(params):
+            claim(f"SparK > scratch, classification ({regime} labels, {model})",
+                  reference.CLAIM_EVIDENCE["classification" if regime == ALL_LABELS else "low-label"],
+                  finetune[model, regime, METHOD], finetune[model, regime, SCRATCH], lambda r: r.metrics["top1"],
+                  "top-1")
+    for model in params["detection_models"] or []:
+        for task, name in (("bbox", "AP^bb"), ("segm", "AP^mk")):
+            claim(f"SparK > scratch, detection {name} ({model})", reference.CLAIM_EVIDENCE[f"detection {task}"],
+                  detection[model, None, METHOD], detection[model, None, SCRATCH],
+                  lambda r, task=task: r.metrics[task]["AP"], name)
+    for model in params["ablation_models"] or []:
+        for regime in ablation_regimes(params):
+            for variant in params["ablations"] or {}:
+                text, evidence = reference.ABLATION_CLAIMS.get(variant, (f"sparse > {variant}", MISSING))
+                claim(f"{text} ({regime} labels, {model})", evidence, finetune[model, regime, METHOD],
+                      finetune[model, regime, variant], lambda r: r.metrics["top1"], "top-1")
+    return pd.DataFrame(rows)
+
+
+def display_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims table for reading: the difference and its interval in one column."""
+    shown = claims[["claim", "paper's evidence"]].copy()
+    shown["this run: paired difference [95% interval]"] = [
+        f"{d:+.2f} {m}" + (f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else " (one seed: no interval)")
+        for d, m, lo, hi in zip(claims["difference"], claims["metric"], claims["95% low"], claims["95% high"])]
+    shown["seeds"] = claims["seeds"]
+    shown["verdict"] = claims["verdict"]
+    return shown
 
 
 def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
@@ -137,12 +215,13 @@ def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
             rows.append({
                 "stage": stage,
                 "model": run.branch.model,
+                "labels": run.branch.regime or MISSING,
                 "init/variant": run.branch.init,
                 "seed": run.branch.seed,
                 "run": str(run.path),
                 "git commit": str(run.info.get("git_commit", MISSING))[:12],
                 "params hash": run.info.get("params_hash", MISSING),
-                "wall time (min)": f"{run.info['wall_time_s'] / 60:.1f}" if "wall_time_s" in run.info else MISSING,
+                "wall time (min)": run.info["wall_time_s"] / 60 if "wall_time_s" in run.info else math.nan,
                 "precision": run.info.get("precision", MISSING),
                 "hardware": run.info.get("hardware", MISSING),
             })

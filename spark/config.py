@@ -66,10 +66,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None) -> dict[str, Any]:
+def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None,
+                   regime: str | None = None) -> dict[str, Any]:
     """Section ``name`` for one DAG branch: the base section, then ``arch: model`` (a model is named by its timm
     architecture unless ``models[model][name]`` sets ``arch``), then ``models[model][name]``, then (pretraining
-    only) the ablation ``ablations[variant]``. Returns a new ``params`` with that section resolved."""
+    only) the ablation ``ablations[variant]``, then (fine-tuning only) the label regime ``label_regimes[regime]``.
+    Returns a new ``params`` with that section resolved."""
     if name not in params:
         raise ConfigError(f"params: missing section '{name}'")
     section = params[name]
@@ -78,11 +80,14 @@ def branch_section(params: dict[str, Any], name: str, model: str | None = None, 
         if model not in models:
             raise ConfigError(f"params: models.{model}: unknown model (known: {', '.join(models) or 'none'})")
         section = merge({**section, "arch": model}, (models[model] or {}).get(name) or {})
-    if variant is not None:
-        ablations = params.get("ablations") or {}
-        if variant != "sparse" and variant not in ablations:
-            raise ConfigError(f"params: ablations.{variant}: unknown variant (known: sparse, {', '.join(ablations)})")
-        section = merge(section, ablations.get(variant) or {})
+    for key, choice, kind, builtin in (("ablations", variant, "variant", ["sparse"]),
+                                       ("label_regimes", regime, "label regime", [])):
+        if choice is None:
+            continue
+        choices = params.get(key) or {}
+        if choice not in [*builtin, *choices]:
+            raise ConfigError(f"params: {key}.{choice}: unknown {kind} (known: {', '.join([*builtin, *choices])})")
+        section = merge(section, choices.get(choice) or {})
     return {**params, name: section}
 
 

@@ -1,31 +1,38 @@
-"""Tables from run records: mean ± std over seeds, deltas to the method, reference columns, and the report's files."""
+"""Tables from run records: numeric mean and std over seeds in the CSVs (formatted only for reading), paired
+differences to the method, the claims table with its verdicts, reference columns, and the report's files."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
 from eval.dag import detection_branches, finetune_branches, layout, pretrain_branches
 from eval.report import report
-from eval.tables import load_runs, mean_std
+from eval.tables import display, load_runs, mean_std
 
 PARAMS = {
-    "preset": "unit", "seeds": [0, 1], "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
+    "preset": "unit", "seeds": [0, 1, 2], "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
     "detection_models": ["resnet50"], "ablations": {"zero_out": {"encoder_mode": "zero_out"}},
+    "label_regimes": {"all": {}, "low": {"label_fraction": 0.1}}, "ablation_regimes": ["low"],
     "data": {"classification": "imagenet", "detection": "coco"}, "finetune": {},
 }
-TOP1 = {("scratch", 0): 78.0, ("scratch", 1): 79.0, ("sparse", 0): 80.0, ("sparse", 1): 81.0,
-        ("zero_out", 0): 77.5, ("zero_out", 1): 78.5}
+# top-1 by (regime, init, seed): SparK beats scratch by 2, 1.5, 2.5 points (all labels) and 5, 6, 4 (low labels);
+# zero_out beats sparse by exactly 1 on every seed (low labels).
+TOP1 = {("all", "scratch"): [78.0, 79.0, 77.0], ("all", "sparse"): [80.0, 80.5, 79.5],
+        ("low", "scratch"): [40.0, 41.0, 42.0], ("low", "sparse"): [45.0, 47.0, 46.0],
+        ("low", "zero_out"): [46.0, 48.0, 47.0]}
 
 
 def write_runs(root: Path, finetune_missing: bool = False) -> None:
     runs = layout(PARAMS)
     for b in pretrain_branches(PARAMS):
-        path = root / runs.pretrain(b.model, b.init, b.seed)
+        path = root / runs.run("pretrain", b)
         (path / "dvclive/plots/metrics").mkdir(parents=True)
         (path / "metrics.json").write_text(json.dumps({"epoch": 2, "loss": 0.5 + b.seed / 10}))
         (path / "dvclive/plots/metrics/loss.tsv").write_text("step\tloss\n1\t0.9\n2\t0.5\n")
@@ -35,21 +42,26 @@ def write_runs(root: Path, finetune_missing: bool = False) -> None:
     for b in finetune_branches(PARAMS):
         if finetune_missing and b.init == "zero_out":
             continue
-        path = root / runs.finetune(b.model, b.init, b.seed)
+        path = root / runs.run("finetune", b)
         path.mkdir(parents=True)
-        top1 = TOP1[b.init, b.seed]
+        top1 = TOP1[b.regime, b.init][b.seed]
         (path / "metrics.json").write_text(json.dumps({"top1": top1, "top5": 95.0, "ema_top1": top1 + 0.5}))
     for b in detection_branches(PARAMS):
-        path = root / runs.detection(b.model, b.init, b.seed)
+        path = root / runs.run("detection", b)
         path.mkdir(parents=True)
-        ap = {"AP": 40.0 + b.seed, "AP50": 60.0, "AP75": None}
+        ap = {"AP": 40.0 + b.seed + (b.init == "sparse") * (b.seed - 1), "AP50": 60.0, "AP75": None}
         (path / "metrics.json").write_text(json.dumps({"bbox": ap, "segm": ap}))
 
 
 def test_mean_std_over_seeds():
-    assert mean_std([80.0, 81.0]) == "80.50 ± 0.71"
-    assert mean_std([80.0]) == "80.00"
-    assert mean_std([None, float("nan")]) == "—"
+    assert mean_std([80.0, 81.0]) == pytest.approx((80.5, 0.7071), abs=1e-4)
+    mean, std = mean_std([80.0, None])
+    assert mean == 80.0 and math.isnan(std)
+    assert all(math.isnan(v) for v in mean_std([None, float("nan")]))
+    shown = display(pd.DataFrame({"top-1": [80.5, 80.0, math.nan], "top-1 std": [0.7071, math.nan, math.nan],
+                                  "paper": [80.6, math.nan, 1.0], "seeds": [2, 1, 0]}))
+    assert shown.to_dict("list") == {"top-1": ["80.50 ± 0.71", "80.00", "—"], "paper": ["80.60", "—", "1.00"],
+                                     "seeds": [2, 1, 0]}
 
 
 def test_report_mirrors_the_paper_tables(tmp_path):
@@ -58,29 +70,46 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     report(PARAMS, out, root=tmp_path)
 
     imagenet = pd.read_csv(out / "imagenet.csv")
-    assert imagenet.to_dict("records") == [
-        {"model": "resnet50", "init": "scratch", "top-1": "78.50 ± 0.71", "top-5": "95.00 ± 0.00",
-         "EMA top-1": "79.00 ± 0.71", "paper top-1": "—", "seeds": 2},
-        {"model": "resnet50", "init": "SparK", "top-1": "80.50 ± 0.71", "top-5": "95.00 ± 0.00",
-         "EMA top-1": "81.00 ± 0.71", "paper top-1": "80.6", "seeds": 2},  # the SparK README's ResNet-50
-    ]
+    assert list(zip(imagenet["labels"], imagenet["init"])) == [("all", "scratch"), ("all", "SparK"),
+                                                               ("low", "scratch"), ("low", "SparK")]
+    assert list(imagenet["top-1"]) == pytest.approx([78.0, 80.0, 41.0, 46.0])  # numbers, not strings
+    assert list(imagenet["top-1 std"]) == pytest.approx([1.0, 0.5, 1.0, 1.0])
+    assert list(imagenet["EMA top-1"]) == pytest.approx([78.5, 80.5, 41.5, 46.5])
+    assert imagenet["paper top-1"].tolist()[:2] == [79.8, 80.6]  # supervised R50 (paper text), SparK README
+    assert imagenet["paper top-1"][2:].isna().all() and list(imagenet["seeds"]) == [3] * 4
+    assert "78.00 ± 1.00" in (out / "imagenet.md").read_text()
+
     coco = pd.read_csv(out / "coco.csv")
-    assert list(coco["AP^bb"]) == ["40.50 ± 0.71"] * 2 and list(coco["AP^bb_75"]) == ["—"] * 2
-    ablations = pd.read_csv(out / "ablations_resnet50.csv")
+    assert list(coco["AP^bb"]) == pytest.approx([41.0, 41.0]) and coco["AP^bb_75"].isna().all()
+    assert list(coco["paper AP^bb"]) == [38.9, 41.6] and list(coco["paper AP^mk"]) == [35.4, 37.7]
+
+    ablations = pd.read_csv(out / "ablations_resnet50_low.csv")
     assert list(ablations["variant"]) == ["sparse", "zero_out"]
-    assert list(ablations["Δ top-1"]) == ["—", "-2.50"]
-    assert list(ablations["final pretraining loss"]) == ["0.55 ± 0.07"] * 2
-    for stem in ("imagenet", "coco", "ablations_resnet50", "runs"):
+    assert ablations["Δ top-1"][1] == pytest.approx(1.0) and math.isnan(ablations["Δ top-1"][0])
+    assert (ablations["Δ 95% low"][1], ablations["Δ 95% high"][1]) == pytest.approx((1.0, 1.0))  # no spread
+    assert list(ablations["final pretraining loss"]) == pytest.approx([0.5, 0.5])
+    assert list(ablations["paper Δ"])[1] == -0.9
+
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(claims["verdict"]) == ["reproduced", "reproduced", "inconclusive", "inconclusive", "contradicted"]
+    assert list(claims["difference"]) == pytest.approx([2.0, 5.0, 0.0, 0.0, -1.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # low labels: differences 5, 6, 4 (std 1)
+    assert (claims["95% low"][1], claims["95% high"][1]) == pytest.approx((5 - half, 5 + half))
+    assert claims["claim"][0] == "SparK > scratch, classification (all labels, resnet50)"
+    assert claims["claim"][4] == "sparse > zero_out (low labels, resnet50)"
+    assert list(claims["seeds"]) == [3] * 5
+    for stem in ("claims", "imagenet", "coco", "ablations_resnet50_low", "runs"):
         assert (out / f"{stem}.md").is_file() and "\\begin{tabular}" in (out / f"{stem}.tex").read_text()
 
     text = (out / "REPORT.md").read_text()
-    assert "Table 1: fine-tuning on ImageNet-1K" in text and "mini benchmark" not in text
+    assert text.index("## Paper claims") < text.index("Table 1: fine-tuning on ImageNet-1K")
+    assert "mini benchmark" not in text and "paired t interval" in text
     provenance = pd.read_csv(out / "runs.csv")
-    assert len(provenance) == 4 + 6 + 4 and set(provenance["git commit"]) == {"abcabcabcabc", "—"}
+    assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"abcabcabcabc", "—"}
     assert (out / "pretrain_loss.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
 
 
 def test_a_missing_run_is_named(tmp_path):
     write_runs(tmp_path, finetune_missing=True)
-    with pytest.raises(FileNotFoundError, match=r"runs/unit/finetune/resnet50/zero_out/seed0/metrics.json: missing"):
+    with pytest.raises(FileNotFoundError, match=r"runs/unit/finetune/low/resnet50/zero_out/seed0/metrics.json: missing"):
         load_runs(PARAMS, tmp_path)

@@ -102,11 +102,13 @@ def test_snakemake_and_dvc_describe_the_same_jobs(preset, tmp_path):
 def test_every_branch_expands_to_one_job_per_stage(preset, tmp_path):
     params = load_params(PRESETS[preset])
     jobs = Counter(job["rule"] for job in snakemake_jobs(checkout(tmp_path, preset)))
-    expected_pretrain = len(params["models"]) + len(params["ablation_models"]) * len(params["ablations"])
+    ablation_branches = len(params["ablation_models"]) * len(params["ablations"])
+    per_seed = sum(2 * len(params["models"]) + ablation_branches * (regime in params["ablation_regimes"])
+                   for regime in params["label_regimes"])  # scratch + SparK per model, ablations where asked
     assert jobs == {
         "prepare": 1,
-        "pretrain": expected_pretrain * len(params["seeds"]),
-        "finetune": (expected_pretrain + len(params["models"])) * len(params["seeds"]),
+        "pretrain": len(params["models"]) + ablation_branches,  # once, with pretrain_seed
+        "finetune": per_seed * len(params["seeds"]),
         "detection": 2 * len(params["detection_models"]) * len(params["seeds"]),
         "tables": 1,
     }
@@ -165,20 +167,28 @@ def test_conda_environments_match_pyproject():
         project["optional-dependencies"]["workflow"])
 
 
-def finite_table(path: Path, rows: int) -> pd.DataFrame:
+def finite_table(path: Path, rows: int, columns: list[str]) -> pd.DataFrame:
+    """The CSV has ``rows`` rows and finite numbers in ``columns`` (means; stds and intervals need 2+ seeds)."""
     table = pd.read_csv(path)
     assert len(table) == rows, table
-    numbers = table.select_dtypes("number").drop(columns="seeds")
-    assert numbers.size and all(math.isfinite(v) for v in numbers.to_numpy().ravel()), table
+    numbers = table[columns].to_numpy(dtype=float)
+    assert numbers.size and all(math.isfinite(v) for v in numbers.ravel()), table
     return table
 
 
 def check_tables(root: Path, params: dict) -> None:
     results = root / "results" / params["preset"]
-    assert set(finite_table(results / "imagenet.csv", 2)["init"]) == {"scratch", "SparK"}
-    finite_table(results / "coco.csv", 2)
-    ablations = finite_table(results / "ablations_resnet18.csv", 1 + len(params["ablations"]))
-    assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
+    regimes = list(params["label_regimes"])
+    imagenet = finite_table(results / "imagenet.csv", 2 * len(regimes), ["top-1", "top-5", "EMA top-1"])
+    assert list(zip(imagenet["labels"], imagenet["init"])) == [(r, i) for r in regimes for i in ("scratch", "SparK")]
+    finite_table(results / "coco.csv", 2, ["AP^bb", "AP^bb_50", "AP^mk", "AP^mk_50"])
+    for regime in params["ablation_regimes"]:
+        ablations = finite_table(results / f"ablations_resnet18_{regime}.csv", 1 + len(params["ablations"]),
+                                 ["top-1", "final pretraining loss"])
+        assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
+    claims = finite_table(results / "claims.csv", len(regimes) + 2 + len(params["ablations"]) *
+                          len(params["ablation_regimes"]), ["difference"])
+    assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
     assert report.count("| pretrain ") == 6 and (results / "pretrain_loss.png").stat().st_size > 0
 
@@ -240,7 +250,7 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     params["ablations"]["decoder_depth_3"]["mask_ratio"] = 0.5
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M)
-    assert changed == ["pretrain_ablation@resnet18-decoder_depth_3-0", "tables"]
+    assert changed == ["pretrain_ablation@resnet18-decoder_depth_3", "tables"]
     planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
     assert planned == changed
 
@@ -256,4 +266,4 @@ def test_launcher_follows_the_stage_resources():
     argv, _ = command("detection", "eval.detection", ["--out", "r"], paper)
     assert argv[1:] == ["-m", "eval.detection", "--out", "r", "--num-gpus", "8"]  # Detectron2 launches its workers
     argv, env = command("finetune", "eval.finetune", ["--out", "r"], mini)
-    assert (argv[1:], env) == (["-m", "eval.finetune", "--out", "r"], {"OMP_NUM_THREADS": "2"})
+    assert (argv[1:], env) == (["-m", "eval.finetune", "--out", "r"], {"OMP_NUM_THREADS": "1"})

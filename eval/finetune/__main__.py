@@ -1,6 +1,7 @@
 """The fine-tuning command line: thin argument parsing over :func:`eval.finetune.finetune`.
 
-    python -m eval.finetune --params params.yaml --init {scratch|WEIGHTS} --out RUN_DIR [--model NAME] [key=value ...]
+    python -m eval.finetune --params params.yaml --init {scratch|WEIGHTS} --out RUN_DIR [--model NAME] [--regime NAME]
+        [key=value ...]
 
 Under torchrun: ``torchrun --nproc_per_node 8 -m eval.finetune --params params.yaml --init encoder.pth --out RUN_DIR``.
 """
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the authors' released .pth")
     parser.add_argument("--out", type=Path, required=True, help="run directory; re-running the command resumes it")
     parser.add_argument("--model", help="merge params['models'][MODEL]['finetune'] over the finetune section")
+    parser.add_argument("--regime", help="merge params['label_regimes'][REGIME] over the finetune section")
     parser.add_argument("--restart-on-change", action="store_true",
                         help="start over (keeping checkpoint.stale.pth) if the run's checkpoint has another recipe")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. finetune.epochs=2")
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING,
                         format=LOG_FORMAT)
     try:
-        config = load_finetune_config(args.params, args.overrides, model=args.model)
+        config = load_finetune_config(args.params, args.overrides, model=args.model, regime=args.regime)
         finetune(config, args.out, args.init, args.restart_on_change)
     except (ConfigError, CheckpointError, NonFiniteError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

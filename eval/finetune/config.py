@@ -19,7 +19,7 @@ from spark.config import (
 )
 from spark.engine import PrecisionName
 
-from .data import train_transform
+from .data import IMAGENET_CROP_SCALE, train_transform
 from .layer_decay import supports_layer_decay
 from .recipes import RECIPES, OptimizerName
 
@@ -59,8 +59,11 @@ class FinetuneConfig:
     loss: Literal["auto", "bce", "ce"] = AUTO  # auto: BCE for LAMB, soft-target cross-entropy for AdamW
     augment: str = AUTO  # auto: TrivialAugmentWide below 384 px, AutoAugment "v0" from 384; trivial; none; a timm spec
     erase_prob: float = 0.25  # RandomErasing probability
+    crop_scale: tuple[float, float] = IMAGENET_CROP_SCALE  # RandomResizedCrop area range
     eval_crop: float = 0.95  # resize the shorter side to input_size / eval_crop, then centre-crop input_size
     ema_warmup: bool = False  # timm's EMA decay warmup, for runs too short for ema_decay (CPU presets)
+    label_fraction: float = 1.0  # labels kept per class (stratified, drawn from `seed`: the same split for every init)
+    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     clip: float = 0.0  # max gradient norm; 0 disables clipping (the reference does not clip)
 
     # How the run executes.
@@ -94,14 +97,18 @@ class FinetuneConfig:
         require(0 <= self.mix_switch_prob <= 1, "mix_switch_prob", f"must be in [0, 1], got {self.mix_switch_prob}")
         require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         require(0 <= self.erase_prob <= 1, "erase_prob", f"must be in [0, 1], got {self.erase_prob}")
+        require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
+                f"must be two numbers 0 < low <= high <= 1, got {self.crop_scale}")
         require(0 < self.eval_crop <= 1, "eval_crop", f"must be in (0, 1], got {self.eval_crop}")
         require(self.clip >= 0, "clip", f"must be >= 0, got {self.clip}")
+        require(0 < self.label_fraction <= 1, "label_fraction", f"must be in (0, 1], got {self.label_fraction}")
+        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
         require(self.micro_batch is None or self.micro_batch >= 1, "micro_batch",
                 f"must be >= 1, got {self.micro_batch}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
         try:
-            train_transform(self.input_size, self.augment, self.erase_prob)
+            train_transform(self.input_size, self.augment, self.erase_prob, self.crop_scale)
         except ValueError as err:
             raise ConfigError(f"augment: {err}") from None
 
@@ -152,10 +159,11 @@ def parse_finetune(params: dict[str, Any]) -> FinetuneConfig:
 
 
 def load_finetune_config(params: str | Path, overrides: Iterable[str] = (), *,
-                         model: str | None = None) -> FinetuneConfig:
-    """The ``finetune`` section of ``params`` for one DAG branch (``models[model].finetune`` merged over it, see
-    :func:`spark.config.branch_section`), then dotted overrides, then the recipe under what is left unset."""
-    raw = branch_section(load_params(params), SECTION, model)
+                         model: str | None = None, regime: str | None = None) -> FinetuneConfig:
+    """The ``finetune`` section of ``params`` for one DAG branch (``models[model].finetune``, then
+    ``label_regimes[regime]`` merged over it, see :func:`spark.config.branch_section`), then dotted overrides, then
+    the recipe under what is left unset."""
+    raw = branch_section(load_params(params), SECTION, model, regime=regime)
     for item in overrides:
         apply_override(raw, item)
     return parse_finetune(raw)

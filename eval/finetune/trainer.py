@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from spark.config import ConfigError, to_dict
 from spark.engine import (
@@ -28,7 +29,7 @@ from spark.io import write_json
 from spark.provenance import recorded_run
 
 from .config import FinetuneConfig
-from .data import batch_mixer, eval_transform, image_folders, train_transform
+from .data import batch_mixer, eval_transform, image_folders, label_split, train_transform
 from .evaluate import average_buffers, eval_loader, topk_accuracy
 from .loss import build_criterion
 from .model import SCRATCH, build_classifier
@@ -67,9 +68,11 @@ class Finetuner(EpochTrainer):
         set_deterministic(config.deterministic)
         state = resume_state(run_dir, env, lambda s: _changed_keys(config, init, s), restart_on_change)
         train_set, val_set = image_folders(
-            config.data, train_transform(config.input_size, config.augment, config.erase_prob),
+            config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
             eval_transform(config.input_size, config.eval_crop))
         self.num_classes = len(train_set.classes)
+        if config.label_fraction < 1:
+            train_set = Subset(train_set, label_split(train_set.targets, config.label_fraction, config.seed))
         self.iters = len(train_set) // config.global_batch
         if self.iters == 0:
             raise ConfigError(f"params: finetune.global_batch: {config.global_batch} exceeds the {len(train_set)} "
@@ -112,10 +115,11 @@ class Finetuner(EpochTrainer):
         return to_dict(self.config)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch, then evaluate the model and its EMA."""
+        """Train one epoch, then (every ``eval_every`` epochs and after the last) evaluate the model and its EMA."""
         record = self.train_epoch(epoch)
-        record.update(self.evaluate())
-        record.update(best_record([*self.history, record]))
+        if epoch % self.config.eval_every == 0 or epoch == self.config.epochs:
+            record.update(self.evaluate())
+            record.update(best_record([*self.history, record]))
         return record
 
     def finish(self) -> None:
@@ -210,7 +214,7 @@ class Finetuner(EpochTrainer):
 def best_evaluation(history: list[dict[str, float]]) -> tuple[int, str]:
     """(epoch index, key prefix: "" for the model, "ema_" for its EMA) of the best top-1 in ``history``; on ties
     the earliest epoch, and the model before its EMA."""
-    return max(((i, prefix) for i in range(len(history)) for prefix in ("", EMA_PREFIX)),
+    return max(((i, prefix) for i in range(len(history)) if "top1" in history[i] for prefix in ("", EMA_PREFIX)),
                key=lambda best: (history[best[0]][best[1] + "top1"], -best[0]))
 
 

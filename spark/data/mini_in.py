@@ -18,13 +18,12 @@ from spark.data.compose import compose_scene
 from spark.data.config import MiniInConfig
 from spark.data.contact_sheet import image_folder_sheet
 from spark.data.manifest import MANIFEST_NAME, generated_manifest
-from spark.data.paths import CONTACT_SHEET_NAME
+from spark.data.paths import CONTACT_SHEET_NAME, UNLABELED
 from spark.data.seeding import item_rng
 from spark.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
 from spark.io import write_json
 
 OBJECT_SCALE = (0.45, 0.9)
-UNLABELED = "unlabeled"
 
 
 @dataclass(frozen=True)

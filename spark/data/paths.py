@@ -12,16 +12,19 @@ from spark.data.config import DataConfig
 from spark.data.manifest import MANIFEST_NAME
 
 CONTACT_SHEET_NAME = "contact_sheet.png"
+UNLABELED = "unlabeled"  # mini-in's pretraining pool
 
 
 @dataclass(frozen=True)
 class ClassificationData:
-    """An ImageFolder dataset: ``train/<class>/*``, ``val/<class>/*``."""
+    """An ImageFolder dataset: ``train/<class>/*``, ``val/<class>/*``, and the images pretraining reads: an
+    unlabeled pool where the dataset has one (mini-in), else ``train`` (ImageNet)."""
 
     train: Path
     val: Path
     num_classes: int
     manifest: Path
+    pretrain: Path
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,11 @@ def classification_data(cfg: DataConfig) -> ClassificationData:
     """The classification dataset ``cfg`` selects (mini-in or ImageNet)."""
     if cfg.classification == "mini-in":
         source, classes, out = Path(cfg.root) / "mini-in", cfg.mini_in.classes, Path(cfg.root) / "mini-in"
+        pretrain = source / (UNLABELED if cfg.mini_in.unlabeled_per_class else "train")
     else:
         source, classes, out = Path(cfg.imagenet.root), cfg.imagenet.classes, Path(cfg.root) / "imagenet"
-    return ClassificationData(source / "train", source / "val", classes, out / MANIFEST_NAME)
+        pretrain = source / "train"
+    return ClassificationData(source / "train", source / "val", classes, out / MANIFEST_NAME, pretrain)
 
 
 def detection_data(cfg: DataConfig) -> DetectionData:

@@ -1,8 +1,9 @@
 def finetune_init(wildcards):
-    """The encoder a fine-tuning branch starts from: none for scratch, else its pretraining run's."""
+    """The encoder a fine-tuning (or detection) branch starts from: none for scratch, else its pretraining run's
+    (every seed starts from the one pretraining, made with pretrain_seed)."""
     if wildcards.init == SCRATCH:
         return []
-    return [f"{LAYOUT.pretrain(wildcards.model, wildcards.init, wildcards.seed)}/encoder.pth"]
+    return [f"{LAYOUT.pretrain(wildcards.model, wildcards.init, pretrain_seed(PARAMS))}/encoder.pth"]
 
 
 rule finetune:
@@ -11,22 +12,22 @@ rule finetune:
         manifest=CLASSIFICATION_MANIFEST,
         encoder=finetune_init,
     output:
-        metrics=f"{LAYOUT.runs}/finetune/{{model}}/{{init}}/seed{{seed}}/metrics.json",
+        metrics=f"{LAYOUT.runs}/finetune/{{regime}}/{{model}}/{{init}}/seed{{seed}}/metrics.json",
     params:
         file=PARAMS_FILE,
-        run=lambda w: LAYOUT.finetune(w.model, w.init, w.seed),
+        run=lambda w: LAYOUT.finetune(w.model, w.init, w.seed, w.regime),
         init=lambda w, input: input.encoder or SCRATCH,
-        section=lambda w: section_hash("finetune", w.model),
+        section=lambda w: section_hash("finetune", w.model, regime=w.regime),
     threads: stage_resources(PARAMS, "finetune").threads
     resources:
         **resources_of("finetune"),
     log:
-        f"{LOGS}/finetune/{{model}}/{{init}}/seed{{seed}}.log",
+        f"{LOGS}/finetune/{{regime}}/{{model}}/{{init}}/seed{{seed}}.log",
     benchmark:
-        f"{LOGS}/finetune/{{model}}/{{init}}/seed{{seed}}.benchmark.tsv"
+        f"{LOGS}/finetune/{{regime}}/{{model}}/{{init}}/seed{{seed}}.benchmark.tsv"
     conda:
         "../envs/spark.yaml"
     shell:
         "python -m eval.launch finetune eval.finetune --params {params.file:q} --restart-on-change"
-        " --out {params.run:q} --model {wildcards.model} --init {params.init:q}"
+        " --out {params.run:q} --model {wildcards.model} --regime {wildcards.regime} --init {params.init:q}"
         " finetune.seed={wildcards.seed} > {log:q} 2>&1"

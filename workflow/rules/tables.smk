@@ -1,9 +1,9 @@
 rule tables:
     """The paper's tables (Markdown, CSV, LaTeX), figures and REPORT.md from every run's metrics."""
     input:
-        pretrain=[f"{LAYOUT.pretrain(b.model, b.init, b.seed)}/metrics.json" for b in pretrain_branches(PARAMS)],
-        finetune=[f"{LAYOUT.finetune(b.model, b.init, b.seed)}/metrics.json" for b in finetune_branches(PARAMS)],
-        detection=[f"{LAYOUT.detection(b.model, b.init, b.seed)}/metrics.json" for b in detection_branches(PARAMS)],
+        pretrain=[f"{LAYOUT.run('pretrain', b)}/metrics.json" for b in pretrain_branches(PARAMS)],
+        finetune=[f"{LAYOUT.run('finetune', b)}/metrics.json" for b in finetune_branches(PARAMS)],
+        detection=[f"{LAYOUT.run('detection', b)}/metrics.json" for b in detection_branches(PARAMS)],
     output:
         directory(LAYOUT.results),
     params:

@@ -1,0 +1,33 @@
+"""Paired differences over seeds: the t interval against hand-computed values, and the verdict rule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from eval.stats import paired_difference
+
+
+def test_paired_t_interval_matches_a_hand_computation():
+    # differences 2, 4, 3, 7: mean 4, sample std sqrt(14/3); t(0.975, 3) = 3.182446
+    diff = paired_difference({0: 12.0, 1: 14.0, 2: 13.0, 3: 17.0}, {0: 10.0, 1: 10.0, 2: 10.0, 3: 10.0})
+    half = 3.182446305284263 * math.sqrt(14 / 3) / 2
+    assert (diff.mean, diff.n) == (4.0, 4) and diff.std == pytest.approx(math.sqrt(14 / 3))
+    assert (diff.low, diff.high) == pytest.approx((4 - half, 4 + half), abs=1e-9)
+    assert diff.verdict == "reproduced" and diff.interval() == "+4.00 [+0.56, +7.44]"
+
+
+def test_pairing_is_by_seed_not_by_order():
+    # the same values in another order: unpaired they would be a mixed bag, paired every difference is -1
+    diff = paired_difference({2: 50.0, 0: 70.0, 1: 60.0}, {1: 61.0, 2: 51.0, 0: 71.0})
+    assert (diff.mean, diff.std, diff.low, diff.high) == (-1.0, 0.0, -1.0, -1.0)
+    assert diff.verdict == "contradicted"
+
+
+def test_straddling_zero_or_one_seed_is_inconclusive():
+    assert paired_difference({0: 1.0, 1: -1.0, 2: 0.5}, {0: 0.0, 1: 0.0, 2: 0.0}).verdict == "inconclusive"
+    single = paired_difference({0: 5.0, 1: 9.0}, {0: 1.0})  # only seed 0 is paired
+    assert (single.mean, single.n, single.verdict) == (4.0, 1, "inconclusive") and math.isnan(single.low)
+    assert single.interval() == "+4.00 (1 seed, no interval)"
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_difference({0: 1.0}, {1: 1.0})
