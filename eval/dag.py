@@ -24,7 +24,7 @@ from spark.config import ConfigError, branch_section, load_params, parse_section
 
 METHOD = "sparse"
 SCRATCH = "scratch"
-ALL_LABELS = "all"
+ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
 STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
 DEFAULT_PARAMS = "params.yaml"
 
@@ -87,14 +87,13 @@ def layout(params: dict[str, Any]) -> Layout:
 
 
 def label_regimes(params: dict[str, Any]) -> list[str]:
-    """The fine-tuning label regimes (``all`` labels when the params name none)."""
-    return list(params.get("label_regimes") or {ALL_LABELS: {}})
+    """The fine-tuning label regimes, e.g. ``all`` and ``low``."""
+    return list(params["label_regimes"])
 
 
 def ablation_regimes(params: dict[str, Any]) -> list[str]:
-    """The regimes ablation encoders are fine-tuned in (default: every regime)."""
-    regimes = params.get("ablation_regimes")
-    return label_regimes(params) if regimes is None else list(regimes)
+    """The label regimes the ablation encoders are fine-tuned in."""
+    return list(params["ablation_regimes"] or [])
 
 
 def pretrain_branches(params: dict[str, Any]) -> Iterator[Branch]:
@@ -107,7 +106,8 @@ def pretrain_branches(params: dict[str, Any]) -> Iterator[Branch]:
 
 
 def pretrain_seed(params: dict[str, Any]) -> int:
-    return params.get("pretrain_seed", 0)
+    """The seed of every pretraining run: each encoder is pretrained once, and every seed fine-tunes it."""
+    return params["pretrain_seed"]
 
 
 def finetune_branches(params: dict[str, Any]) -> Iterator[Branch]:
@@ -185,7 +185,8 @@ def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
 
 def check_shape(params: dict[str, Any]) -> None:
     """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names, label regimes."""
-    for key in ("preset", "seeds", "models", "ablation_models", "detection_models", "ablations"):
+    for key in ("preset", "seeds", "pretrain_seed", "models", "ablation_models", "detection_models", "ablations",
+                "label_regimes", "ablation_regimes"):
         if key not in params:
             raise ConfigError(f"params: missing key '{key}'")
     if not isinstance(params["preset"], str) or not params["preset"] or "/" in params["preset"]:
@@ -199,13 +200,15 @@ def check_shape(params: dict[str, Any]) -> None:
     seed = pretrain_seed(params)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"params: pretrain_seed: expected an integer >= 0, got {seed!r}")
-    regimes = params.get("label_regimes", {ALL_LABELS: {}})
+    regimes = params["label_regimes"]
     if not isinstance(regimes, dict) or not regimes or not all(isinstance(v, dict) for v in regimes.values()):
         raise ConfigError("params: label_regimes: expected a mapping of regime names to finetune overrides ({} for "
                           "none)")
     for name in regimes:
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigError(f"params: label_regimes.{name}: invalid regime name")
+    if not isinstance(params["ablation_regimes"] or [], list):
+        raise ConfigError("params: ablation_regimes: expected a list of label regimes")
     unknown = [r for r in ablation_regimes(params) if r not in regimes]
     if unknown:
         raise ConfigError(f"params: ablation_regimes: {unknown[0]!r} is not in label_regimes ({', '.join(regimes)})")

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize, TrivialAugmentWide
 
-from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
+from eval.finetune.data import batch_mixer, eval_transform, image_folders, label_split, train_transform
 from eval.finetune.evaluate import eval_loader, topk_accuracy
 from eval.finetune.loss import build_criterion
 from spark.config import ConfigError
@@ -115,3 +115,18 @@ def test_image_folders_need_train_and_val_with_the_same_classes(tmp_path):
         image_folders(tmp_path, train_transform(32, "auto", 0.25), eval_transform(32, 0.95))
     with pytest.raises(ConfigError, match=r"^params: finetune.data: no train/ folder in"):
         image_folders(tmp_path / "train", None, None)
+
+
+def test_label_split_is_stratified_and_fixed_by_the_seed():
+    targets = [0] * 50 + [1] * 30 + [2] * 3
+    chosen = label_split(targets, 0.1, seed=7)
+    counts = np.bincount([targets[i] for i in chosen], minlength=3)
+    assert counts.tolist() == [5, 3, 1]  # round(10 %) per class, at least one image of every class
+    assert chosen == sorted(set(chosen)) and chosen == label_split(targets, 0.1, seed=7)
+    assert label_split(targets, 0.1, seed=8) != chosen  # another seed, another split
+    assert label_split(targets, 1.0, seed=7) == list(range(len(targets)))
+
+
+def test_crop_scale_bounds_the_random_resized_crop():
+    crop = train_transform(64, "none", 0.0, (0.35, 1.0)).transforms[0]
+    assert crop.scale == (0.35, 1.0) and train_transform(64, "none", 0.0).transforms[0].scale == (0.08, 1.0)

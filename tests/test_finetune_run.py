@@ -153,3 +153,13 @@ def test_cli_from_our_encoder_and_its_errors(colours, tmp_path, capsys):
     assert cli(["--params", str(params), "--init", str(encoder), "--out", str(tmp_path / "wrong"),
                 "finetune.arch=resnet18"]) == 2
     assert "checkpoint does not fit 'resnet18'" in capsys.readouterr().err
+
+
+def test_label_fraction_and_eval_every(colours, tmp_path):
+    run = tmp_path / "run"
+    finetune(tiny(colours, label_fraction=0.5, eval_every=2, mixup=0.0), run)
+    history = load_torch(run / "checkpoint.pth")["history"]
+    assert ["top1" in record for record in history] == [False, True, True]  # epochs 2 and 3 (the last)
+    assert ": 2 iterations/epoch" in (run / "train.log").read_text()  # 16 of the 32 training images, batch 8
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (2, 3) and metrics["top1"] == history[-1]["top1"]

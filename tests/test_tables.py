@@ -17,7 +17,7 @@ from eval.report import report
 from eval.tables import display, load_runs, mean_std
 
 PARAMS = {
-    "preset": "unit", "seeds": [0, 1, 2], "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
+    "preset": "unit", "seeds": [0, 1, 2], "pretrain_seed": 0, "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
     "detection_models": ["resnet50"], "ablations": {"zero_out": {"encoder_mode": "zero_out"}},
     "label_regimes": {"all": {}, "low": {"label_fraction": 0.1}}, "ablation_regimes": ["low"],
     "data": {"classification": "imagenet", "detection": "coco"}, "finetune": {},

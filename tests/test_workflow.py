@@ -139,6 +139,10 @@ def test_params_are_checked_up_front_naming_the_key(tmp_path):
         ({"finetune": {**params["finetune"], "data": "elsewhere"}}, "params: finetune.data: elsewhere is not where"),
         ({"resources": {"pretrain": {"gpus": -1}}}, "params: resources.pretrain.gpus"),
         ({"seeds": [0, 0]}, "params: seeds: repeated seed"),
+        ({"ablation_regimes": ["few"]}, "params: ablation_regimes: 'few' is not in label_regimes"),
+        ({"label_regimes": {"low": {"label_fraction": 0}}}, "params: finetune.label_fraction: must be in (0, 1]"),
+        ({"label_regimes": {"low": "10%"}}, "params: label_regimes: expected a mapping"),
+        ({"pretrain_seed": -1}, "params: pretrain_seed: expected an integer >= 0"),
     ]
     for change, message in bad:
         with pytest.raises(ConfigError, match=re.escape(message)):
