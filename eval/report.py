@@ -42,8 +42,8 @@ VERDICT_RULE = (
     "split, head initialisation and augmentation in both arms, so they differ only in the encoder's "
     "initialisation; every pretrained arm starts from one pretraining run (`pretrain_seed`), so the interval "
     "covers fine-tuning noise, not pretraining noise. The 95% interval is the paired t interval over seeds, "
-    "mean(d) ± t(0.975, n-1)·std(d)/√n. Verdict, fixed before any run: **reproduced** if the interval lies above 0, "
-    "**contradicted** if it lies below 0, **inconclusive** otherwise (always with one seed). Classification uses "
+    "mean(d) ± t(0.975, n-1)·std(d)/√n. Verdict, fixed before any run: **reproduced** if the interval lies above "
+    "0, **contradicted** if it lies below 0, **inconclusive** otherwise (always with one seed). Classification uses "
     "the final model's top-1 (not the best epoch), detection the final COCO AP.")
 
 

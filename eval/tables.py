@@ -149,12 +149,15 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variant
     full method (variant - sparse, mean over seeds with its 95% interval)."""
     top1 = {init: runs for (m, r, init), runs in _grouped(finetune).items() if m == model and r == regime}
     loss = {init: [r.metrics["loss"] for r in runs] for (m, _, init), runs in _grouped(pretrain).items() if m == model}
-    base = _by_seed(top1[METHOD], lambda r: r.metrics["top1"])
+    def accuracy(run: Run) -> float:
+        return run.metrics["top1"]
+
+    base = _by_seed(top1[METHOD], accuracy)
     rows = []
     for variant in [METHOD, *variants]:
         row: dict[str, Any] = {"variant": variant}
-        _stat(row, "top-1", (r.metrics["top1"] for r in top1[variant]))
-        diff = None if variant == METHOD else paired_difference(_by_seed(top1[variant], lambda r: r.metrics["top1"]), base)
+        _stat(row, "top-1", (accuracy(r) for r in top1[variant]))
+        diff = None if variant == METHOD else paired_difference(_by_seed(top1[variant], accuracy), base)
         row["Δ top-1"] = diff.mean if diff else math.nan
         row["Δ 95% low"], row["Δ 95% high"] = (diff.low, diff.high) if diff else (math.nan, math.nan)
         _stat(row, "final pretraining loss", loss[variant])

@@ -203,7 +203,8 @@ def two_epochs(params: dict) -> None:
 
 def interrupted_runs(root: Path) -> list[Path]:
     """Pretraining run directories that hold a checkpoint but no result yet: runs caught mid-way."""
-    return [c.parent for c in root.glob("runs/*/pretrain/*/*/seed*/checkpoint.pth") if not (c.parent / "encoder.pth").exists()]
+    checkpoints = root.glob("runs/*/pretrain/*/*/seed*/checkpoint.pth")
+    return [c.parent for c in checkpoints if not (c.parent / "encoder.pth").exists()]
 
 
 @pytest.mark.slow

@@ -35,7 +35,8 @@ class MiniInConfig:
                 f"must be in [1, {FASHION_MNIST_TRAIN_PER_CLASS}], got {self.train_per_class}")
         spare = FASHION_MNIST_TRAIN_PER_CLASS - self.train_per_class  # the pool draws train items train/ did not
         require(0 <= self.unlabeled_per_class <= spare, "unlabeled_per_class",
-                f"must be in [0, {spare}] (Fashion-MNIST train items left after train/), got {self.unlabeled_per_class}")
+                f"must be in [0, {spare}] (Fashion-MNIST train items left after train/), "
+                f"got {self.unlabeled_per_class}")
         require(1 <= self.val_per_class <= FASHION_MNIST_TEST_PER_CLASS, "val_per_class",
                 f"must be in [1, {FASHION_MNIST_TEST_PER_CLASS}], got {self.val_per_class}")
 

@@ -51,8 +51,8 @@ def build_mini_in(out_dir: str | Path, cfg: MiniInConfig, sources: Sources, *, s
                 pool += [(objects.images[j], name, i) for i, j in enumerate(chosen[per_class:])]
             parallel_map(_render, (sources.photos, cfg.image_size), images, workers)
         order = item_rng(seed, "mini-in", UNLABELED).permutation(len(pool))
-        unlabeled = [_Image(staging / UNLABELED / f"{k:06d}.png", pool[i][0], item_rng(seed, "mini-in", UNLABELED, *pool[i][1:]))
-                     for k, i in enumerate(order)]
+        unlabeled = [_Image(staging / UNLABELED / f"{k:06d}.png", item, item_rng(seed, "mini-in", UNLABELED, name, i))
+                     for k, (item, name, i) in enumerate(pool[j] for j in order)]
         parallel_map(_render, (sources.photos, cfg.image_size), unlabeled, workers)
         image_folder_sheet(staging / "train", staging / CONTACT_SHEET_NAME, rows=len(classes))
         manifest = generated_manifest(staging, dataset="mini-in", seed=seed, config=to_dict(cfg),
