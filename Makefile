@@ -1,22 +1,54 @@
 # Two entry points on a fresh machine: `make reproduce` (the DAG on the embedded mini benchmark)
-# and `make test`. Both create/update the local virtualenv first.
+# and `make test`. Both create/update the local virtualenv first, pinned by requirements.lock.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
+LOCK := requirements.lock
 
-.PHONY: setup test reproduce smoke bench clean
+.PHONY: setup test reproduce smoke bench clean lock
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: pyproject.toml workflow/scripts/install_detectron2.sh workflow/scripts/install_data_packages.sh
+$(VENV)/.ready: pyproject.toml $(LOCK) workflow/scripts/install_detectron2.sh workflow/scripts/patch_detectron2.py \
+		workflow/scripts/install_data_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev]'
 	bash workflow/scripts/install_detectron2.sh $(BIN)/python
 	bash workflow/scripts/install_data_packages.sh
 	touch $@
+
+# Regenerate the lock from the tested .venv: the installed versions of what the project (with its dev extra) and
+# Detectron2 require, transitively (so nothing installed there by hand), without the project, Detectron2 (the
+# installer builds it), pip, setuptools and wheel, and without local version labels (+cpu, +cu130: PyPI has none).
+# Then re-stamp the conda envs with the lock's sha256, so that Snakemake rebuilds them (tests/test_environment.py).
+define LOCK_PY
+import importlib.metadata as md
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as key
+
+dists = {key(d.metadata["Name"]): d for d in md.distributions()}
+todo, seen = [("spark-repro", ("dev",)), ("pb1-detectron2", ()), ("detectron2", ())], set()
+while todo:
+    name, extras = todo.pop()
+    if (key(name), extras) in seen or key(name) not in dists:
+        continue
+    seen.add((key(name), extras))
+    for req in map(Requirement, dists[key(name)].requires or []):
+        if not req.marker or any(req.marker.evaluate({"extra": e}) for e in extras or ("",)):
+            todo.append((req.name, tuple(sorted(req.extras))))
+skip = {"spark-repro", "pb1-detectron2", "detectron2", "pip", "setuptools", "wheel"}
+for name in sorted({name for name, _ in seen} - skip):
+    print(f"{dists[name].metadata['Name']}=={dists[name].version.split('+')[0]}")
+endef
+export LOCK_PY
+
+lock:
+	{ sed -n '/^#/p' $(LOCK); $(BIN)/python -c "$$LOCK_PY"; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	sed -i -E "s/^(# requirements.lock sha256: ).*/\1$$(sha256sum $(LOCK) | cut -d' ' -f1)/" workflow/envs/*.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -7,10 +7,14 @@
 Every rule is a thin shell over a ``python -m`` entry point that reads the same params file as DVC's dvc.yaml;
 the branches and their paths come from eval/dag.py.
 """
+from pathlib import Path
+
 from eval.dag import (
     METHOD, SCRATCH, Layout, detection_branches, finetune_branches, label_regimes, layout, pretrain_branches,
-    pretrain_seed, stage_resources, workflow_params,
+    pretrain_seed, workflow_params,
 )
+from eval.launch import stage_resources
+from eval.stage_code import code_files
 from spark.data.config import DataConfig
 from spark.data.paths import classification_data, detection_data
 from spark.config import branch_section, parse_section
@@ -29,6 +33,11 @@ def resources_of(stage):
     """Snakemake resources of a stage: memory, runtime (minutes) and GPUs (the SLURM executor reads `gpu`)."""
     r = stage_resources(PARAMS, stage)
     return {"mem_mb": r.mem_mb, "runtime": r.runtime, "gpu": r.gpus}
+
+
+def stage_code(stage):
+    """The project files a stage's jobs run, as inputs: editing one reruns the jobs it can affect (as in DVC)."""
+    return code_files(stage, Path(workflow.basedir))
 
 
 def section_hash(stage, model=None, variant=None, regime=None):

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from spark.config import ConfigError, branch_section, load_params, parse_section, require
+from spark.config import ConfigError, branch_section, load_params, parse_section
+
+from .launch import STAGES, stage_resources
 
 METHOD = "sparse"
 SCRATCH = "scratch"
 ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
-STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
 DEFAULT_PARAMS = "params.yaml"
 
 
@@ -65,21 +66,6 @@ class Layout:
         if stage == "finetune":
             return self.finetune(branch.model, branch.init, branch.seed, branch.regime)
         return getattr(self, stage)(branch.model, branch.init, branch.seed)
-
-
-@dataclass(frozen=True)
-class StageResources:
-    """What one job of a stage asks the scheduler for. ``gpus > 1`` launches the stage under torchrun
-    (Detectron2: its own launcher) with one process per GPU."""
-
-    gpus: int = 0
-    threads: int = 1
-    mem_mb: int = 4000
-    runtime: int = 60  # minutes
-
-    def __post_init__(self) -> None:
-        for key in ("gpus", "threads", "mem_mb", "runtime"):
-            require(getattr(self, key) >= (0 if key == "gpus" else 1), key, f"out of range: {getattr(self, key)}")
 
 
 def layout(params: dict[str, Any]) -> Layout:
@@ -127,14 +113,6 @@ def detection_branches(params: dict[str, Any]) -> Iterator[Branch]:
         for model in params["detection_models"] or []:
             yield Branch(model, SCRATCH, seed)
             yield Branch(model, METHOD, seed)
-
-
-def stage_resources(params: dict[str, Any], stage: str) -> StageResources:
-    section = {"resources": (params.get("resources") or {}).get(stage) or {}}
-    try:
-        return parse_section(section, "resources", StageResources)
-    except ConfigError as err:
-        raise ConfigError(str(err).replace("params: resources.", f"params: resources.{stage}.", 1)) from None
 
 
 def validate(params: dict[str, Any]) -> None:

@@ -11,11 +11,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-from spark.config import ConfigError, load_params
+from spark.config import ConfigError, load_params, parse_section, require
 
-from .dag import STAGES, stage_resources
+STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one job of a stage asks the scheduler for. ``gpus > 1`` launches the stage under torchrun
+    (Detectron2: its own launcher) with one process per GPU."""
+
+    gpus: int = 0
+    threads: int = 1
+    mem_mb: int = 4000
+    runtime: int = 60  # minutes
+
+    def __post_init__(self) -> None:
+        for key in ("gpus", "threads", "mem_mb", "runtime"):
+            require(getattr(self, key) >= (0 if key == "gpus" else 1), key, f"out of range: {getattr(self, key)}")
+
+
+def stage_resources(params: dict[str, Any], stage: str) -> StageResources:
+    section = {"resources": (params.get("resources") or {}).get(stage) or {}}
+    try:
+        return parse_section(section, "resources", StageResources)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("params: resources.", f"params: resources.{stage}.", 1)) from None
 
 
 def command(stage: str, module: str, args: Sequence[str], params: dict) -> tuple[list[str], dict[str, str]]:

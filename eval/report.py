@@ -1,4 +1,4 @@
-"""The tables stage: ``python -m eval.report --params params.yaml`` writes ``results/<preset>/``.
+"""The tables stage: ``spark report --params params.yaml`` (``python -m eval.report``) writes ``results/<preset>/``.
 
 Markdown, CSV and LaTeX for each table, the figures, and ``REPORT.md`` tying every cell to its run.
 """
@@ -11,8 +11,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from spark.config import ConfigError, branch_section, load_params, parse_section
+from spark.config import branch_section, load_params, parse_section
 from spark.data.config import DataConfig
+from spark.errors import run_command
 from spark.io import write_text
 
 from . import figures, reference
@@ -84,20 +85,17 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.report") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, help="default: results/<preset>")
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        path = report(params, args.out or Path(layout(params).results))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"report: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
 
+    def run() -> None:
+        params = load_params(args.params)
+        print(f"wrote {report(params, args.out or Path(layout(params).results))}")
+
+    return run_command(prog, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,12 +20,18 @@ from .dag import (
     ALL_LABELS, METHOD, SCRATCH, Branch, Layout, ablation_regimes, detection_branches, finetune_branches,
     label_regimes, pretrain_branches,
 )
+from spark.errors import InputError
+
 from .stats import paired_difference
 
 MISSING = "—"
 STD = " std"  # suffix of the sample-std column beside each mean column
 COCO_COLUMNS = [("bbox", "AP", "AP^bb"), ("bbox", "AP50", "AP^bb_50"), ("bbox", "AP75", "AP^bb_75"),
                 ("segm", "AP", "AP^mk"), ("segm", "AP50", "AP^mk_50"), ("segm", "AP75", "AP^mk_75")]
+
+
+class RunRecordError(InputError):
+    """A run the tables need has no (readable) ``metrics.json``/``run.json``; the message names the file."""
 
 
 @dataclass
@@ -50,11 +56,20 @@ def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[
         for branch in branches:
             path = Path(root) / layout.run(stage, branch)
             if not (path / "metrics.json").is_file():
-                raise FileNotFoundError(f"{path / 'metrics.json'}: missing; run the {stage} stage first")
-            info_file = path / "run.json"
-            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-            runs[stage].append(Run(stage, branch, path, json.loads((path / "metrics.json").read_text()), info))
+                raise RunRecordError(f"{path / 'metrics.json'}: missing; run the {stage} stage first")
+            info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
+            runs[stage].append(Run(stage, branch, path, _read_json(path / "metrics.json"), info))
     return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunRecordError(f"{path}: unreadable ({err}); rerun the stage that writes it") from None
+    if not isinstance(record, dict):
+        raise RunRecordError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
@@ -222,10 +237,26 @@ def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
                 "init/variant": run.branch.init,
                 "seed": run.branch.seed,
                 "run": str(run.path),
-                "git commit": str(run.info.get("git_commit", MISSING))[:12],
+                "git commit": _short_commit(run.info.get("git_commit")),
                 "params hash": run.info.get("params_hash", MISSING),
                 "wall time (min)": run.info["wall_time_s"] / 60 if "wall_time_s" in run.info else math.nan,
                 "precision": run.info.get("precision", MISSING),
                 "hardware": run.info.get("hardware", MISSING),
+                "software": _versions(run.info.get("software") or {}),
             })
     return pd.DataFrame(rows)
+
+
+def _short_commit(commit: str | None) -> str:
+    """12 hex digits of a commit, with ``+dirty`` and ``(installed)`` marks; ``unknown (why)`` as recorded."""
+    if not commit:
+        return MISSING
+    head, _, installed = commit.partition(" ")
+    sha, _, dirty = head.partition("+")
+    if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
+        return commit
+    return sha[:12] + ("+dirty" if dirty else "") + (" (installed)" if installed else "")
+
+
+def _versions(software: dict[str, str | None]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in software.items() if k in ("torch", "timm", "detectron2") and v) or MISSING

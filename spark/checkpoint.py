@@ -22,7 +22,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from .encoder import head_keys
-from .io import load_torch
+from .errors import InputError
+from .io import UnreadableFileError, load_torch
 from .model import SparK
 
 _AUTHORS_TO_OURS = (
@@ -37,7 +38,7 @@ _AUTHORS_UNUSED = ("imn_m", "imn_s", "norm_black")
 _WRAPPERS = ("model", "module", "state_dict")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
@@ -55,13 +56,15 @@ def read_state_dict(source: str | PathLike | Mapping[str, Any]) -> dict[str, Ten
     name = str(source) if isinstance(source, (str, PathLike)) else "checkpoint"
     try:
         obj = load_torch(source) if isinstance(source, (str, PathLike)) else source
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{name}: cannot be read as a weights-only torch checkpoint ({err})") from err
+    except UnreadableFileError as err:
+        raise CheckpointError(str(err)) from None
     while isinstance(obj, Mapping):
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             break
         obj = inner
+    if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):  # the authors' state_dict(with_config=True)
+        obj = {k: v for k, v in obj.items() if k != "config"}
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{name}: not a state dict (expected a mapping of tensors, possibly under 'model')")
     state = dict(obj)
@@ -127,7 +130,11 @@ def _load_encoder(target: nn.Module, arch: str, state: dict[str, Tensor], layout
     """Load trunk weights into ``target``; only the classifier head may be missing or left unused."""
     expected = target.state_dict()
     if set(state) - set(expected):
-        state = _timm_filter(target, state)
+        try:
+            state = _timm_filter(target, state)
+        except (KeyError, RuntimeError) as err:  # the converter indexes and reshapes by the target's keys
+            raise CheckpointError(f"checkpoint does not fit '{arch}': timm's converter failed on it "
+                                  f"({type(err).__name__}: {err}) (wrong architecture?)") from None
     head = head_keys(arch)
     ignored = sorted(k for k in state if k in head or k not in expected)
     unexpected = [k for k in ignored if k not in head]

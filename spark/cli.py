@@ -1,41 +1,45 @@
-"""The ``spark`` console script: thin argument parsing over the library's entry points.
+"""The ``spark`` console script: one entry point for every stage, thin argument parsing over the library.
 
-    spark pretrain --params params.yaml --out RUN_DIR [--model M] [--variant V] [--init-from CKPT] [key.path=value ...]
+    spark prepare   --params params.yaml                          # build or check the datasets
+    spark pretrain  --params params.yaml --out RUN_DIR [--model M] [--variant V] [key.path=value ...]
+    spark finetune  --params params.yaml --init {scratch|encoder.pth} --out RUN_DIR [--model M] [--regime R]
+    spark detect    --params params.yaml --init {scratch|encoder.pth} --out RUN_DIR [--model M]
+    spark report    --params params.yaml [--out results/PRESET]
     spark visualize runs/pretrain/checkpoint.pth a.jpg b.jpg --out fig.png
-    spark prepare ...            (see ``spark prepare --help``)
 
-Under torchrun: ``torchrun --nproc_per_node 8 -m spark.pretrain --params params.yaml --out runs/pretrain``.
+Each stage is also ``python -m`` its module (what Snakemake and DVC run, and what torchrun needs):
+``torchrun --nproc_per_node 8 -m spark.pretrain --params params.yaml --out runs/pretrain``. Exit codes are the
+same everywhere (:mod:`spark.errors`): 0 done, 2 bad input (params, data, weights), 1 a failed run.
 """
 from __future__ import annotations
 
 import argparse
-import logging
-import os
+import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from spark.errors import run_command
+
+# Stages whose command line lives with their code (imported only when called): name -> (module, help).
+STAGE_COMMANDS = {
+    "prepare": ("spark.data.prepare", "build the mini benchmark, or check ImageNet/COCO in place"),
+    "finetune": ("eval.finetune.__main__", "fine-tune an encoder (or from scratch) on an ImageFolder"),
+    "detect": ("eval.detection.__main__", "Mask R-CNN transfer on COCO-format data (Detectron2)"),
+    "report": ("eval.report", "the paper's tables and REPORT.md from every run's metrics"),
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["prepare"]:  # spark.data owns its arguments
-        from spark.data.prepare import main as prepare
-
-        return prepare(argv[1:])
+    if argv[:1] and argv[0] in STAGE_COMMANDS:
+        module, _ = STAGE_COMMANDS[argv[0]]
+        return importlib.import_module(module).main(argv[1:], prog=f"spark {argv[0]}")
     args = _parser().parse_args(argv)
-    from spark.checkpoint import CheckpointError
-    from spark.config import ConfigError
-    from spark.engine import LOG_FORMAT, NonFiniteError
-    from spark.pretrain.data import BadImageError
+    from spark.engine import setup_logging
 
-    rank = int(os.environ.get("RANK", 0))  # under torchrun, only rank 0 reports progress
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT)
-    try:
-        args.run(args)
-    except (ConfigError, CheckpointError, NonFiniteError, BadImageError) as err:
-        print(f"spark {argv[0]}: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, (ConfigError, CheckpointError)) else 1
-    return 0
+    setup_logging()
+    return run_command(f"spark {args.command}", lambda: args.run(args))
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -54,9 +58,11 @@ def _visualize(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spark", description="SparK: prepare data, pretrain, draw reconstructions.")
+    parser = argparse.ArgumentParser(prog="spark", description="SparK: every stage of the reproduction.",
+                                     epilog="Exit codes: 0 done, 2 bad input, 1 a failed run.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("prepare", help="build or check the datasets (see `spark prepare --help`)")
+    for name, (_, help_) in STAGE_COMMANDS.items():
+        commands.add_parser(name, help=f"{help_} (see `spark {name} --help`)")
 
     run = commands.add_parser("pretrain", help="SparK pretraining into one resumable run directory")
     run.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")

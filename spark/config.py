@@ -8,6 +8,7 @@ Each stage declares its section as a dataclass (``PretrainConfig``, ``FinetuneCo
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,10 +16,13 @@ from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
 
+from .errors import InputError
+
 T = TypeVar("T")
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A bad configuration value; the message names the offending key."""
 
 
@@ -175,6 +179,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return from_dict(hint, value, key)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e12` (no exponent sign) as a string
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (bool, str) and isinstance(value, hint):

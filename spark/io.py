@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written checkpoint or result.
+"""Atomic file writes (a reader, or a killed run, never sees a half-written checkpoint or result) and safe loads.
 
 torch is imported only by the functions that need it, so data preparation does not pay for it.
 """
@@ -11,6 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .errors import InputError
+
+
+class UnreadableFileError(InputError):
+    """A checkpoint that is missing, truncated, not a torch file, or holds more than tensors and containers."""
 
 
 @contextmanager
@@ -39,10 +44,16 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
 
 def load_torch(path: str | Path) -> Any:
-    """Load tensors and plain containers only (``weights_only=True``), on the CPU."""
+    """Load tensors and plain containers only (``weights_only=True``), on the CPU; any failure is one line."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for missing, corrupt or unsafe files
+        text = str(err)  # the weights-only unpickler's cause follows its "error:" line; other errors are one line
+        lines = [line.strip() for line in text.split("error:", 1)[-1].splitlines() if line.strip()]
+        reason = lines[0] if lines else f"{type(err).__name__}: empty or truncated file"
+        raise UnreadableFileError(f"{path}: cannot be read as a weights-only torch checkpoint ({reason})") from None
 
 
 def write_json(path: str | Path, data: Any) -> None:

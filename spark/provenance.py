@@ -1,7 +1,11 @@
-"""What every run records beside its metrics: enough to tie a table cell back to the run that made it."""
+"""What every run records beside its metrics: enough to tie a table cell back to the run that made it.
+
+torch is imported only by the functions that need it: data preparation and the tables do not pay for it.
+"""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -10,8 +14,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
-import torch
 
 from .io import write_json
 
@@ -22,23 +24,58 @@ def params_hash(section: Any) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ; ``unknown`` outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    """The commit of the code that runs: its git checkout's (``+dirty`` if tracked files differ), else the commit
+    pip recorded when installing the package from a VCS URL, else ``unknown (why)``."""
+    source = Path(__file__).resolve().parents[1]  # the folder holding this `spark` package
+    try:  # only if the package is tracked there (a venv inside a checkout is not the checkout's code)
+        _git(source, "ls-files", "--error-unmatch", "spark/provenance.py")
+        commit = _git(source, "rev-parse", "HEAD")
+        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+        return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty.strip() else "")
+        pass
+    try:
+        dist = importlib.metadata.distribution("spark-repro")
+        url = json.loads(dist.read_text("direct_url.json") or "{}")
+        if Path(dist.locate_file("spark/provenance.py")).resolve() == Path(__file__).resolve():
+            if "commit_id" in url.get("vcs_info", {}):
+                return f"{url['vcs_info']['commit_id']} (installed from {url['url']})"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return f"unknown ({source} is not a git checkout of the code, nor was it installed from a VCS URL)"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip()
+
+
+def software() -> dict[str, str | None]:
+    """Versions of Python and of every package that shapes the numbers; ``None`` for one not installed."""
+    import torch
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    providers = importlib.metadata.packages_distributions()
+    for package in ("torch", "torchvision", "timm", "numpy", "detectron2"):
+        names = providers.get(package, [])  # detectron2 comes as `detectron2` or a re-upload such as `pb1-detectron2`
+        versions[package] = importlib.metadata.version(names[0]) if names else None
+    versions["torch"] = torch.__version__  # with its build suffix (+cu130, +cpu)
+    versions["cuda"] = torch.version.cuda
+    versions["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    return versions
 
 
 def hardware() -> str:
-    """CPU model and thread count, or the GPUs used."""
+    """CPU model, thread count and CPU capability, or the GPUs used."""
+    import torch
+
     if torch.cuda.is_available():
         names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
         return f"{torch.cuda.device_count()}x {'/'.join(sorted(names))}"
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return (f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
@@ -47,18 +84,21 @@ def hardware() -> str:
 
 @contextmanager
 def recorded_run(out_dir: str | Path, stage: str, section: Any, seed: int) -> Iterator[dict[str, Any]]:
-    """Write ``run.json`` (commit, params hash, seed, wall time, hardware) once the block succeeds.
+    """Write ``run.json`` (commit, params hash, seed, wall time, hardware, software versions) once the block succeeds.
 
     The yielded dict may be extended by the stage (e.g. the init source). Wall time counts this invocation
     only: a resumed run reports the time of its last leg plus ``resumed: true`` if the stage says so.
     """
+    import torch
+
     info: dict[str, Any] = {
         "stage": stage,
         "git_commit": git_commit(),
         "params_hash": params_hash(section),
         "seed": seed,
         "hardware": hardware(),
-        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "software": software(),
     }
     start = time.time()
     yield info

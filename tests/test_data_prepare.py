@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from spark.config import ConfigError, parse_section
 from spark.data.config import DataConfig
 from spark.data.paths import classification_data, detection_data
 from spark.data.prepare import main
+from helpers import run_bounded
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_cli_builds_both_datasets_where_later_stages_look(tmp_path, capsys):
     ("data.workers=0", "params: data.workers: must be >= 1, got 0"),
 ])
 def test_bad_config_fails_naming_the_key(tmp_path, capsys, override, message):
-    assert main(["--params", str(_params(tmp_path)), override]) == 1
+    assert main(["--params", str(_params(tmp_path)), override]) == 2  # bad input
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
@@ -64,15 +64,15 @@ def test_defaults_are_the_mini_preset():
 
 def test_missing_fashion_mnist_fails_with_the_install_command(tmp_path, capsys):
     params = _params(tmp_path, fashion_mnist=str(tmp_path / "nowhere"))
-    assert main(["--params", str(params)]) == 1
+    assert main(["--params", str(params)], prog="spark prepare") == 2
     err = capsys.readouterr().err
-    assert err.startswith("prepare: error: Fashion-MNIST not found")
+    assert err.startswith("spark prepare: error: Fashion-MNIST not found")
     assert "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist" in err
 
 
 def test_missing_user_dataset_fails_naming_it(tmp_path, capsys):
     params = _params(tmp_path, classification="imagenet", imagenet={"root": str(tmp_path / "imagenet")})
-    assert main(["--params", str(params)]) == 1
+    assert main(["--params", str(params)]) == 2
     assert f"{tmp_path / 'imagenet'}: dataset folder not found" in capsys.readouterr().err
 
 
@@ -80,5 +80,5 @@ def test_install_script_is_idempotent_once_the_package_is_present():
     script = REPO / "workflow" / "scripts" / "install_data_packages.sh"
     assert os.access(script, os.X_OK)
     assert Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    result = run_bounded(["bash", str(script)], timeout=300)  # killed, and the test failed, if it stalls (apt locks)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""

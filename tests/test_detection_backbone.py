@@ -45,10 +45,25 @@ def test_stage_modules_name_the_four_stages(tmp_path):
     assert stage_modules(build_model(cfg).backbone.bottom_up) == ["res2", "res3", "res4", "res5"]
 
 
-def test_syncbn_converts_the_timm_batchnorms():
-    backbone = TimmBackbone("resnet18", norm="SyncBN")
-    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0", "regnetx_002"])
+def test_syncbn_backbone_equals_the_bn_one_in_eval_mode(arch):
+    """EfficientNet and RegNet fuse BN and activation (timm's BatchNormAct2d): a converter that turns them into a
+    plain SyncBatchNorm drops the activation, and the converted backbone computes something else."""
+    torch.manual_seed(0)
+    plain = TimmBackbone(arch, norm="BN").eval()
+    for m in plain.modules():  # non-trivial statistics, so a dropped or misplaced BN shows
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    synced = TimmBackbone(arch, norm="SyncBN").eval()
+    synced.load_state_dict(plain.state_dict())
+    norms = [m for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, actual = plain(x), synced(x)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6)
 
 
 def test_unsupported_models_fail_clearly():

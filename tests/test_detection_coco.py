@@ -15,14 +15,16 @@ pytest.importorskip("detectron2")
 import timm  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import annotations_to_instances  # noqa: E402
-from detectron2.structures import Instances  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from pycocotools import mask as mask_utils  # noqa: E402
 
 from eval.detection.__main__ import main  # noqa: E402
 from eval.detection.config import DetectionConfig  # noqa: E402
-from eval.detection.recipe import VAL_DATASET  # noqa: E402
-from eval.detection.train import COCO_METRICS, build_evaluator, register_datasets  # noqa: E402
+from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET  # noqa: E402
+from eval.detection.train import COCO_METRICS, build_evaluator, register_datasets, summarize  # noqa: E402
+from spark.config import ConfigError  # noqa: E402
 from spark.data.config import MiniCocoConfig  # noqa: E402
 from spark.data.mini_coco import build_mini_coco  # noqa: E402
 from spark.data.sources import find_fashion_mnist, load_sources  # noqa: E402
@@ -134,6 +136,98 @@ def test_ground_truth_as_predictions_scores_ap_100(dataset, classes, request, tm
             assert math.isnan(results[task][size]) or results[task][size] == pytest.approx(100.0)
 
 
+def rectangle(x: int, y: int, w: int, h: int, size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    mask[y:y + h, x:x + w] = True
+    return mask
+
+
+def rle(mask: np.ndarray) -> dict:
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": encoded["size"], "counts": encoded["counts"].decode()}
+
+
+# A hand-computable case with non-contiguous COCO category ids, listed out of order in the json: 3 "three",
+# 7 "seven", 12 "twelve" (the model's classes 0, 1, 2: Detectron2 sorts the ids). 2 images of 128 px; every object
+# and detection is a 40x40 box (area 1600: "medium"), ground-truth masks are the boxes. Each detection either
+# covers a same-category object exactly (IoU 1) or overlaps none (IoU 0), except one mask, so AP is the same at
+# every IoU threshold but for that mask.
+#   (image, category, x, y)                         detections (image, class, x, y, score, mask height)
+GROUND_TRUTH = [(1, 3, 10, 10), (1, 7, 70, 10), (1, 12, 10, 70), (2, 3, 70, 70), (2, 7, 10, 10)]
+DETECTIONS = [(1, 0, 10, 10, 0.9, 40), (2, 0, 70, 70, 0.8, 25),  # "three": both found; the second mask 40x25
+              (1, 1, 70, 10, 0.95, 40), (1, 1, 70, 70, 0.85, 40), (2, 1, 10, 10, 0.7, 40)]  # "seven": TP, FP, TP
+# "twelve": one object, no detection.
+#
+# COCO AP of a category at one IoU threshold: precision made non-increasing from the right, then averaged at the
+# 101 recall levels 0, 0.01, ..., 1 (the first detection reaching each level; 0 past the last one).
+# - seven, ranked TP (.95), FP (.85), TP (.7) of 2 objects: recall .5, .5, 1; precision 1, 1/2, 2/3 -> 1, 2/3, 2/3.
+#   Levels 0..0.50 (51 of them) get 1, levels 0.51..1 (50) get 2/3: AP = (51 + 50 * 2/3) / 101 = 253/303 = 83.498%.
+# - three, boxes: both detections exact: AP 1. Masks: the second covers 40x25 of its 40x40 object, IoU
+#   1000/1600 = 0.625, a TP at thresholds .5, .55, .6 (AP 1) and a FP at the 7 from .65: then recall .5, .5 and
+#   precision 1, 1/2: levels 0..0.50 get 1, none reaches recall above .5: AP 51/101. Mask AP = (3 + 7 * 51/101)/10
+#   = 660/1010 = 65.347%; AP50 = 1; AP75 = 51/101 = 50.495%.
+# - twelve: an object and no detection: AP 0 (it counts; only categories without objects are left out).
+# AP, AP50, AP75 average the categories: boxes (1 + 253/303 + 0)/3 = 61.166% at every threshold; masks
+# (660/1010 + 253/303)/3 = 49.615%, AP50 61.166%, AP75 (51/101 + 253/303)/3 = 44.664%. All objects are medium:
+# APm = AP, and APs/APl have no objects (NaN from Detectron2, null in metrics.json).
+SEVEN = 253 / 303
+EXPECTED = {
+    "bbox": {"AP": (1 + SEVEN) / 3, "AP50": (1 + SEVEN) / 3, "AP75": (1 + SEVEN) / 3, "APs": None,
+             "APm": (1 + SEVEN) / 3, "APl": None},
+    "segm": {"AP": (660 / 1010 + SEVEN) / 3, "AP50": (1 + SEVEN) / 3, "AP75": (51 / 101 + SEVEN) / 3, "APs": None,
+             "APm": (660 / 1010 + SEVEN) / 3, "APl": None},
+}
+EXPECTED_PER_CATEGORY = {"bbox": {"three": 1.0, "seven": SEVEN, "twelve": 0.0},
+                         "segm": {"three": 660 / 1010, "seven": SEVEN, "twelve": 0.0}}
+
+
+def test_coco_ap_of_a_hand_computed_case_with_non_contiguous_category_ids(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    annotations = [{"id": n + 1, "image_id": image, "category_id": category, "bbox": [x, y, 40, 40], "area": 1600,
+                    "iscrowd": 0, "segmentation": rle(rectangle(x, y, 40, 40))}
+                   for n, (image, category, x, y) in enumerate(GROUND_TRUTH)]
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE} for i in (1, 2)],
+        "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 12, "name": "twelve"}],
+        "annotations": annotations}))
+    config = DetectionConfig(data_root=str(tmp_path), train_json="instances.json", train_images="images",
+                             val_json="instances.json", val_images="images")
+    assert register_datasets(config) == 3  # the model's NUM_CLASSES
+
+    # The mapping between the model's contiguous classes and the json's ids, both ways. Loading the val records
+    # (as Trainer.test does, building its data loader before its evaluator) is what puts the mapping into the val
+    # metadata; an evaluator used before that would score contiguous ids as COCO ids (AP 0 here).
+    records = {r["image_id"]: r for r in DatasetCatalog.get(VAL_DATASET)}
+    for name in (TRAIN_DATASET, VAL_DATASET):
+        assert MetadataCatalog.get(name).thing_classes == ["three", "seven", "twelve"], name
+        assert MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id == {3: 0, 7: 1, 12: 2}, name
+    assert [a["category_id"] for a in records[1]["annotations"]] == [0, 1, 2]  # the model's targets for 3, 7, 12
+    assert [a["category_id"] for a in records[2]["annotations"]] == [0, 1]
+
+    evaluator = build_evaluator(VAL_DATASET, tmp_path / "inference")
+    evaluator.reset()
+    for image in (1, 2):
+        mine = [d for d in DETECTIONS if d[0] == image]
+        prediction = Instances(
+            (SIZE, SIZE), pred_boxes=Boxes(torch.tensor([[x, y, x + 40, y + 40] for _, _, x, y, _, _ in mine],
+                                                        dtype=torch.float32)),
+            scores=torch.tensor([d[4] for d in mine]), pred_classes=torch.tensor([d[1] for d in mine]),
+            pred_masks=torch.from_numpy(np.stack([rectangle(x, y, 40, h) for _, _, x, y, _, h in mine])))
+        evaluator.process([{"image_id": image}], [{"instances": prediction}])
+    results = evaluator.evaluate()
+
+    written = json.loads((tmp_path / "inference" / "coco_instances_results.json").read_text())
+    assert sorted((r["image_id"], r["category_id"], round(r["score"], 6)) for r in written) == sorted(
+        (image, [3, 7][cls], score) for image, cls, _, _, score, _ in DETECTIONS)  # back to the json's ids
+    reported = summarize(results)  # what metrics.json holds
+    assert reported == {task: {m: v if v is None else pytest.approx(100 * v, abs=1e-9) for m, v in metrics.items()}
+                        for task, metrics in EXPECTED.items()}
+    for task, per_category in EXPECTED_PER_CATEGORY.items():
+        assert {name: results[task][f"AP-{name}"] for name in per_category} == {
+            name: pytest.approx(100 * ap, abs=1e-9) for name, ap in per_category.items()}, task
+
+
 @pytest.mark.slow
 def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     encoder = timm.create_model("resnet18").state_dict()
@@ -173,7 +267,22 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["bbox"]["AP"] is not None
 
 
-def test_missing_data_fails_before_training(tmp_path):
+def test_missing_data_fails_before_training(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"detection": smoke(tmp_path / "nowhere")}))
-    with pytest.raises(FileNotFoundError, match="instances_train.json not found"):
-        main(["--params", str(tmp_path / "params.yaml"), "--init", "scratch", "--out", str(tmp_path / "run")])
+    assert main(["--params", str(tmp_path / "params.yaml"), "--init", "scratch", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "error: params: detection.data_root:" in err and "instances_train.json not found" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_val_categories_other_than_train_are_refused(shapes_coco, tmp_path):
+    """The evaluator maps the model's contiguous ids back through the val set's ids: they must be the train set's."""
+    val = json.loads((shapes_coco / "annotations/instances_val.json").read_text())
+    val["categories"] = [{**c, "id": c["id"] + 10} for c in val["categories"]]
+    for a in val["annotations"]:
+        a["category_id"] += 10
+    (tmp_path / "instances_val.json").write_text(json.dumps(val))
+    config = DetectionConfig(data_root=str(shapes_coco), train_json="annotations/instances_train.json",
+                             train_images="train", val_json=str(tmp_path / "instances_val.json"), val_images="val")
+    with pytest.raises(ConfigError, match="params: detection.val_json: .* has other categories than"):
+        register_datasets(config)

@@ -54,6 +54,14 @@ def test_explicit_keys_override_the_recipe():
     assert (config.epochs, config.global_batch, config.loss_name) == (3, 64, "bce")
 
 
+@pytest.mark.parametrize("written, value", [("1e12", 1e12), ("2E3", 2000.0), (".5e2", 50.0), ("3.0e+1", 30.0)])
+def test_floats_in_exponent_form_parse_as_floats(written, value):
+    """YAML 1.1 (PyYAML) reads `1e12`, without an exponent sign, as a string: a float key takes it as the float."""
+    assert parse(base_lr=yaml.safe_load(written)).base_lr == value
+    with pytest.raises(ConfigError, match="finetune.base_lr: expected float, got 'e12'"):
+        parse(base_lr="e12")
+
+
 def test_auto_recipe_needs_an_arch_with_a_recipe():
     with pytest.raises(ConfigError, match=r"^params: finetune.recipe: no recipe is named like arch 'resnet18'"):
         parse(arch="resnet18")

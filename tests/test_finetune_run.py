@@ -1,19 +1,28 @@
 """End-to-end fine-tuning runs on tiny generated image folders (CPU): outputs, learning, resume, DDP, CLI."""
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
-from eval.finetune import finetune, parse_finetune
+from eval.finetune import SCRATCH, build_classifier, finetune, load_finetune_config, parse_finetune
 from eval.finetune.__main__ import main as cli
+from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
+from eval.finetune.loss import build_criterion
+from eval.finetune.optim import build_optimizer
 from spark import build_spark
 from spark.config import ConfigError
+from spark.engine import DistEnv, apply_lr_wd, seed_all, set_epoch, train_loader, warmup_cosine
 from spark.io import load_torch, save_torch
-from helpers import assert_same_weights, kill_after_first_checkpoint, run_two_gloo_ranks
+from helpers import (
+    assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint, run_two_gloo_ranks,
+    single_threaded,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -118,20 +127,97 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
 
 RANK_SCRIPT = """
 import os, sys, torch
+import eval.finetune.trainer as trainer
 from eval.finetune import finetune, load_finetune_config
+from helpers import record_train_steps
 torch.set_num_threads(1)
+steps = record_train_steps(trainer)
+scored = []
+score = trainer.topk_accuracy
+def topk_accuracy(model, loader, *args, **kwargs):  # the validation images this rank scores
+    scored.append(torch.cat([images for images, _ in loader]))
+    return score(model, loader, *args, **kwargs)
+trainer.topk_accuracy = topk_accuracy
 model = finetune(load_finetune_config(sys.argv[1]), sys.argv[2])
-torch.save(model.state_dict(), f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+torch.save({"steps": steps, "params": {k: v.detach() for k, v in model.named_parameters()},
+            "state": model.state_dict(), "scored": scored}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
 """
 
 
-def test_two_gloo_ranks_end_with_identical_weights(colours, tmp_path):
-    params = write_params(tmp_path / "params.yaml", colours, epochs=2, micro_batch=2, deterministic=False)
-    rank0, rank1 = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
-    assert_same_weights(rank0, rank1)
+def fingerprints(images: torch.Tensor) -> list[bytes]:
+    """Which images a batch holds (as a multiset), whatever their order."""
+    return sorted(hashlib.sha1(x.numpy().tobytes()).digest() for x in images)
+
+
+def labelled_fingerprints(images: torch.Tensor, targets: torch.Tensor) -> list[tuple[bytes, int]]:
+    """Which (image, class) pairs a batch holds (as a multiset), whatever their order; soft targets count as
+    their largest class."""
+    labels = targets.argmax(-1) if targets.dim() == 2 else targets
+    return sorted((hashlib.sha1(x.numpy().tobytes()).digest(), int(y)) for x, y in zip(images, labels))
+
+
+def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_path, request):
+    """2 gloo ranks x 4 images (micro-batches of 2) against one process on the same 8 images per step, for 8 LAMB
+    steps: the ranks split each global batch without overlap; from the ranks' weights one process gets their loss
+    and gradients (of the mean over the global batch, BN statistics per rank and micro-batch as on gloo); each step
+    takes the ranks to the weights a one-process LAMB step gives; the ranks end with equal weights and BN statistics;
+    and each evaluation scores every validation image exactly once. Mixup and drop-path off: their draws are per
+    rank by design and cannot be replayed by one process."""
+    params = write_params(tmp_path / "params.yaml", colours, epochs=2, micro_batch=2, mixup=0.0, drop_path_rate=0.0,
+                          precision="fp32", deterministic=False)
+    config = load_finetune_config(params)
+    ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
+    single_threaded(request)
     assert "4 per rank, micro-batches of 2" in (tmp_path / "run" / "train.log").read_text()
-    history = checkpoint(tmp_path / "run")["history"]
-    assert len(history) == 2 and all(100 * r["top1"] % 12.5 == 0 for r in history)  # 8 val images over 2 ranks
+    steps = list(zip(*(r["steps"] for r in ranks)))
+    assert len(steps) == 2 * 4 and all(len(r["batch"][0]) == 4 for step in steps for r in step)
+
+    # The data: at every step the two ranks hold, between them, exactly the 8 (image, class) pairs one process loads.
+    train_set, val_set = image_folders(
+        config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
+        eval_transform(config.input_size, config.eval_crop))
+    one = train_loader(train_set, batch_size=8, env=DistEnv(), seed=config.seed, num_workers=0)
+    batches = []
+    for epoch in (1, 2):
+        set_epoch(one, epoch)
+        batches += list(one)
+    for i, (step, (images, labels)) in enumerate(zip(steps, batches)):
+        held = labelled_fingerprints(torch.cat([r["batch"][0] for r in step]), torch.cat([r["batch"][1] for r in step]))
+        assert held == labelled_fingerprints(images, labels), f"step {i + 1}"
+
+    # The reference: one process with the same initial weights, schedule and optimizer, step by step.
+    seed_all(config.seed)
+    model, _ = build_classifier(config.arch, len(COLOURS), config.drop_path_rate, SCRATCH)
+    optimizer = build_optimizer(model, config.optimizer, config.peak_lr, config.weight_decay, config.layer_decay)
+    criterion = build_criterion(config.loss_name)
+    mixer = batch_mixer(len(COLOURS), mixup=0.0, cutmix=config.cutmix, switch_prob=config.mix_switch_prob,
+                        smoothing=config.label_smoothing)
+
+    def global_batch_loss(step: list[dict]) -> torch.Tensor:
+        """The mean loss over the 8 images; BatchNorm over each rank's micro-batch of 2, as the ranks ran it."""
+        logits, targets = [], []
+        for r in step:
+            images, soft = r["batch"]
+            assert torch.equal(soft, mixer(images.clone(), soft.argmax(-1))[1])  # label smoothing only
+            logits += [model(chunk) for chunk in images.split(config.micro_batch)]
+            targets.append(soft)
+        return criterion(torch.cat(logits), torch.cat(targets))
+
+    iters, total = 4, 8
+    assert_steps_match_one_process(
+        ranks, model, optimizer, global_batch_loss,
+        lambda i: apply_lr_wd(optimizer, warmup_cosine(i, config.peak_lr, config.warmup_epochs * iters, total),
+                              config.weight_decay), config.clip)
+    assert_same_weights(ranks[0]["state"], ranks[1]["state"])  # BN statistics too: averaged before evaluating
+
+    # Evaluation: every evaluation (model and EMA, each epoch) scores each validation image exactly once over the
+    # two ranks. (Comparing the accuracies with one process's could not fail here: after 8 steps every image is
+    # misclassified, on any shard.)
+    assert len(checkpoint(tmp_path / "run")["history"]) == 2
+    whole = fingerprints(torch.stack([image for image, _ in val_set]))
+    assert len(ranks[0]["scored"]) == len(ranks[1]["scored"]) == 2 * 2
+    for i, shards in enumerate(zip(*(r["scored"] for r in ranks))):
+        assert fingerprints(torch.cat(shards)) == whole, f"evaluation {i + 1}"
 
 
 def test_cli_from_our_encoder_and_its_errors(colours, tmp_path, capsys):

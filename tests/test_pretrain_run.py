@@ -1,5 +1,6 @@
 """End-to-end pretraining runs on tiny generated images (CPU): outputs, resume, guards, DDP, CLI, learning."""
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -14,11 +15,19 @@ from PIL import Image
 import spark.pretrain.trainer as trainer_module
 from spark.cli import main as cli
 from spark.config import ConfigError
-from spark.engine import NonFiniteError, Precision
+from spark.engine import (
+    DistEnv, NonFiniteError, Precision, apply_lr_wd, cosine, seed_all, set_epoch, train_loader, warmup_cosine,
+)
 from spark.io import load_torch
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
-from helpers import assert_same_weights, kill_after_first_checkpoint, run_two_gloo_ranks
+from spark.pretrain.data import ImageFiles, collate_images, list_images, train_transform
+from spark.pretrain.optim import build_optimizer
+from spark.sparse import MaskedBatchNorm
+from helpers import (
+    DDP_RTOL, assert_all_close, assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint,
+    run_two_gloo_ranks, single_threaded,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -129,25 +138,98 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
 
 RANK_SCRIPT = """
 import os, sys, torch
+import spark.pretrain.trainer as trainer
+from spark.model import SparK
 from spark.pretrain import load_pretrain_config, pretrain
-torch.set_num_threads(1)
-model = pretrain(load_pretrain_config(sys.argv[1]), sys.argv[2])
 from spark.sparse import MaskedBatchNorm
-synced = [m.sync for m in model.modules() if isinstance(m, MaskedBatchNorm)]
-assert synced and all(synced), "masked BNs must synchronise their moments under DDP"
-torch.save({k: v.detach() for k, v in model.named_parameters()}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+from helpers import record_train_steps
+torch.set_num_threads(1)
+masks = []
+draw = SparK.mask
+def mask(self, *args, **kwargs):  # SparK.forward draws one mask per (micro-)batch
+    masks.append(draw(self, *args, **kwargs))
+    return masks[-1]
+SparK.mask = mask
+steps = record_train_steps(trainer, draws=masks)
+model = pretrain(load_pretrain_config(sys.argv[1]), sys.argv[2])
+bns = {name: m for name, m in model.named_modules() if isinstance(m, MaskedBatchNorm)}
+torch.save({"steps": steps, "params": {k: v.detach() for k, v in model.named_parameters()},
+            "masked_bn": {f"{n}.{k}": v for n, m in bns.items() for k, v in m.named_buffers()},
+            "synced": [m.sync for m in bns.values()]}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
 """
 
 
-def test_two_gloo_ranks_end_with_identical_weights(images, tmp_path):
-    config = tiny(images, epochs=2, micro_batch=1, deterministic=False)  # 2 images per rank, 2 micro-batches
+def fingerprints(images: torch.Tensor) -> list[bytes]:
+    """Which images a batch holds (as a multiset), whatever their order."""
+    return sorted(hashlib.sha1(x.numpy().tobytes()).digest() for x in images)
+
+
+def ddp_reference_loss(model: SparK, ranks: list[dict], micro_batch: int) -> torch.Tensor:
+    """The loss of one step's global batch in one process, with each rank's images and masks and the BN grouping
+    of 2 ranks: the masked BNs of encoder and densify (moments synchronised across ranks) normalise a micro-batch
+    of every rank at once, the decoder's dense BNs (per process: gloo has no SyncBatchNorm) one rank's micro-batch.
+    The loss itself is the mean over all masked patches of the global batch."""
+    images = [r["batch"].split(micro_batch) for r in ranks]
+    masks = [torch.cat(r["draws"]).split(micro_batch) for r in ranks]
+    parts = []
+    for j in range(len(images[0])):
+        x, active = torch.cat([im[j] for im in images]), torch.cat([m[j] for m in masks])
+        features = model.forward_encoder(x, active)
+        with model.active_mask.use(active):
+            dense = [d(f, model.active_mask.at(f.shape[-2:])) for d, f in zip(model.densify, features)]
+        bounds = np.cumsum([0] + [len(im[j]) for im in images])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            parts.append((x[lo:hi], model.decoder([t[lo:hi] for t in dense]), active[lo:hi]))
+    x, prediction, active = (torch.cat(t) for t in zip(*parts))
+    return model.forward_loss(x, prediction, active)
+
+
+def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_path, request):
+    """2 gloo ranks x 2 images (micro-batches of 1) against one process on the same 4 images per step, for 8 LAMB
+    steps: the ranks split each global batch without overlap and draw different masks; from the ranks' weights,
+    one process with their images and masks gets their loss and gradients (of the mean over the global batch);
+    each step takes the ranks to the weights a one-process LAMB step gives, and the masked BNs' running statistics
+    are those of the global batch."""
+    config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False)
     params = write_params(tmp_path / "params.yaml", config)
-    rank0, rank1 = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
-    assert_same_weights(rank0, rank1)
-    initial = dict(SparK.named_parameters(trainer_module.build_model(config)))
-    assert not torch.equal(rank0["decoder.head.weight"], initial["decoder.head.weight"])  # it did train
+    ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
+    single_threaded(request)
     assert "2 per rank, micro-batches of 1" in (tmp_path / "run" / "train.log").read_text()
     assert load_torch(tmp_path / "run" / "checkpoint.pth")["epoch"] == 2
+    steps = list(zip(*(r["steps"] for r in ranks)))
+    assert len(steps) == 2 * 4 and all(len(r["batch"]) == len(r["draws"]) == 2 for step in steps for r in step)
+
+    # The data: at every step the two ranks hold, between them, exactly the 4 images one process loads.
+    one = train_loader(ImageFiles(list_images(images), train_transform(config.input_size)), batch_size=4,
+                       env=DistEnv(), seed=config.seed, num_workers=0, collate_fn=collate_images)
+    batches = []
+    for epoch in (1, 2):
+        set_epoch(one, epoch)
+        batches += [batch for batch, _ in one]
+    for i, (step, batch) in enumerate(zip(steps, batches)):
+        assert fingerprints(torch.cat([r["batch"] for r in step])) == fingerprints(batch), f"step {i + 1}"
+
+    # The masks: valid, and drawn independently per rank (2 of 4 cells visible: 6 possible masks per image).
+    masks = [torch.cat([torch.cat(r["draws"]) for r in rank_steps]) for rank_steps in zip(*steps)]
+    assert all(m.shape == (16, 1, 2, 2) and (m.sum((1, 2, 3)) == 2).all() for m in masks)
+    same = (masks[0] == masks[1]).flatten(1).all(1).float().mean().item()
+    assert same < 0.5, f"{same:.0%} of the images got the other rank's mask (independent draws: ~1/6)"
+
+    # The reference: one process with the same initial weights, schedule and optimizer, step by step.
+    seed_all(config.seed)
+    model = trainer_module.build_model(config)
+    optimizer = build_optimizer(model, config)
+    iters, total = 4, 8
+    assert_steps_match_one_process(
+        ranks, model, optimizer, lambda step: ddp_reference_loss(model, step, config.micro_batch),
+        lambda i: apply_lr_wd(optimizer, warmup_cosine(i, config.peak_lr, config.warmup_epochs * iters, total),
+                              cosine(i, total, config.weight_decay, config.weight_decay_end)), config.clip)
+    bns = {f"{n}.{k}": v for n, m in model.named_modules() if isinstance(m, MaskedBatchNorm)
+           for k, v in m.named_buffers()}
+    for rank, r in enumerate(ranks):
+        assert_all_close(r["masked_bn"], bns, DDP_RTOL, f"rank {rank}: masked BN running statistics")
+        assert r["synced"] and all(r["synced"]), "masked BNs must synchronise their moments under DDP"
+    assert_same_weights(ranks[0]["params"], ranks[1]["params"])
 
 
 def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):
@@ -173,8 +255,8 @@ def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path,
 def test_cli(images, tmp_path, capsys, monkeypatch):
     import spark.data.prepare
 
-    monkeypatch.setattr(spark.data.prepare, "main", lambda argv: len(argv))
-    assert cli(["prepare", "--params", "p.yaml", "data.seed=1"]) == 3  # delegated verbatim
+    monkeypatch.setattr(spark.data.prepare, "main", lambda argv, prog: len(argv) if prog == "spark prepare" else -1)
+    assert cli(["prepare", "--params", "p.yaml", "data.seed=1"]) == 3  # delegated verbatim, under its spark name
 
     params = write_params(tmp_path / "params.yaml", tiny(images))
     assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "bad"), "pretrain.mask_ratio=1.5"]) == 2

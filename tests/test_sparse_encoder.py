@@ -2,8 +2,10 @@
 import copy
 
 import pytest
+import timm.layers
 import torch
 from timm.layers import LayerNorm, LayerNorm2d
+from timm.layers.cbam import CbamModule, LightCbamModule
 from torch import nn
 
 from spark import build_spark
@@ -18,25 +20,97 @@ def _features(model, x, indices):
     return model.forward_intermediates(x, indices=indices, intermediates_only=True)
 
 
-@pytest.mark.parametrize("arch", ENCODERS)
-@pytest.mark.parametrize("train", [True, False])
-def test_all_visible_equals_dense(arch, train):
-    dense, scales = create_encoder(arch)
-    dense = dense.double().train(train)  # fp64: equality up to rounding, not fp32 noise accumulated over 50 layers
-    if not train:  # non-trivial running statistics
-        for m in dense.modules():
+def _randomise_running_stats(model):
+    with torch.no_grad():
+        for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
+
+
+def _relative_error(got, want):
+    return ((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30)).item()
+
+
+# Every encoder in fp64 (equal up to rounding); in the formats training runs use (fp32 NCHW, fp32 channels_last,
+# bf16 autocast), one encoder per kind of sparse layer: BN + max-pool (ResNet), BNAct + SE + depthwise
+# (EfficientNet), LayerNorm + channels-last Linear (ConvNeXt).
+PRECISION_ENCODERS = ["resnet18", "efficientnet_b0", "convnext_atto"]
+ALL_VISIBLE_CASES = [(arch, "fp64") for arch in ENCODERS] + [
+    (arch, precision) for precision in ("fp32", "channels_last", "bf16") for arch in PRECISION_ENCODERS]
+
+
+@pytest.mark.parametrize("arch,precision", ALL_VISIBLE_CASES)
+@pytest.mark.parametrize("train", [True, False])
+def test_all_visible_equals_dense(arch, precision, train):
+    dense, scales = create_encoder(arch)
+    # fp64: equality up to rounding, not fp32 noise accumulated over 50 layers
+    dense = (dense.double() if precision == "fp64" else dense).train(train)
+    if not train:  # non-trivial running statistics
+        _randomise_running_stats(dense)
+    memory_format = torch.channels_last if precision == "channels_last" else torch.contiguous_format
+    dense = dense.to(memory_format=memory_format)
+    fp32_dense = copy.deepcopy(dense)  # bf16 only: how far bf16 rounding alone moves the dense model
     sparse = sparsify(copy.deepcopy(dense), mask := ActiveMask())
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
-    with mask.use(torch.ones(2, 1, 2, 2, dtype=torch.bool)):
-        got = _features(sparse, x, list(scales.indices))
-    want = _features(dense, x, list(scales.indices))
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64 if precision == "fp64" else torch.float32)
+    x = x.contiguous(memory_format=memory_format)
+    indices = list(scales.indices)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with mask.use(torch.ones(2, 1, 2, 2, dtype=torch.bool)):
+            got = _features(sparse, x, indices)
+        want = _features(dense, x, indices)
+    assert len(got) == len(want) == 4
+    got_state, want_state = sparse.state_dict(), dense.state_dict()
+    assert list(got_state) == list(want_state)
+
+    if precision == "bf16":
+        # bf16 keeps 8 significant bits (unit roundoff 2^-8 = 0.4%) and the sparse layers round at other points
+        # than the fused dense kernels (MaskedBatchNorm applies a bf16-rounded scale and shift; dense BN rounds
+        # once, after normalising in fp32). So sparse-bf16 and dense-bf16 differ by rounding noise of the size bf16
+        # itself introduces, which depends on the network (0.5% at ResNet-18's first scale, 25% at
+        # EfficientNet-B0's last in train mode, where 2 images x 2x2 pixels give BN 8 values per channel). The
+        # yardstick is measured rather than guessed: the dense model's own bf16-vs-fp32 deviation on the same
+        # input. 3x it covers two independent noise sources (sqrt 2) with margin; a wrong mask, dtype or layout
+        # gives an error of order 1. Weights are not touched by a forward pass and must stay identical.
+        want_fp32 = _features(fp32_dense, x, indices)
+        for g, w, w32 in zip(got, want, want_fp32):
+            assert g.dtype == w.dtype
+            bound = 3 * _relative_error(w, w32) + 1e-6
+            assert bound < 1, "bf16 noise as large as the features: the comparison would be meaningless"
+            assert _relative_error(g, w) <= bound
+        # Running statistics are means over thousands of bf16 activations: elementwise rounding averages out of the
+        # dense ones, but MaskedBatchNorm's per-channel rounding of its scale and shift is the same at every
+        # position of a channel and does not, so the sparse statistics carry a coherent error of a few bf16 ulps
+        # (measured up to 1.2%) on top of the noise the features already carry. Both measured in the channel's own
+        # unit (its std): at most 2% (five ulps) or 3x the dense model's own bf16-vs-fp32 deviation there,
+        # whichever is larger (deep EfficientNet BNs, whose inputs differ by 25%). A wrong count, momentum or
+        # variance correction on these small maps exceeds that.
+        fp32_state = fp32_dense.state_dict()
+        for name, a in got_state.items():
+            b, b32 = want_state[name], fp32_state[name]
+            if name.endswith(("running_mean", "running_var")):
+                var = want_state[name.replace("running_mean", "running_var")]
+                unit = var.sqrt() if name.endswith("running_mean") else var
+                bound = max(2e-2, 3 * ((b - b32).abs() / unit).max().item())
+                assert ((a - b).abs() / unit).max() <= bound, name
+            else:
+                assert torch.equal(a, b), name
+        return
+
     for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
-    for (name, a), b in zip(sparse.state_dict().items(), dense.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if precision == "channels_last":  # sparse layers must not silently fall back to NCHW
+            channels_last = torch.channels_last
+            assert g.is_contiguous(memory_format=channels_last) == w.is_contiguous(memory_format=channels_last)
+        if precision == "fp64":
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        else:
+            # fp32 (unit roundoff 6e-8): one-pass masked moments and other summation orders move results by up to
+            # ~1e-5 of the map's scale after 50 layers (measured); 1e-4 leaves margin, a real bug is of order 1.
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item())
+    for name, a in got_state.items():  # running statistics (train mode) and untouched weights
+        tolerance = 1e-5 if precision == "fp64" else 1e-4
+        torch.testing.assert_close(a, want_state[name], atol=1e-5, rtol=tolerance, msg=name)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "convnext_atto", "efficientnet_b0"])
@@ -53,27 +127,92 @@ def test_masked_positions_are_zero_in_sparse_mode_only(arch):
                 assert torch.count_nonzero(at_masked) > 0
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "convnext_atto", "seresnet18", "efficientnet_b0", "regnety_002"])
-def test_no_leak_from_masked_pixels(arch):
-    model = build_spark(arch, 128, decoder_width=64)
-    x = torch.randn(2, 3, 128, 128)
-    active = model.mask(2, generator=torch.Generator().manual_seed(1))
-    masked_pixels = ~upsample_active(active, (128, 128))
-    perturbed = x + 5 * torch.randn_like(x) * masked_pixels
+# The first convolution of each encoder; the layer after it normalises per position (BN, BNAct, LayerNorm2d).
+STEMS = {"resnet18": "conv1", "convnext_atto": "stem.0", "seresnet18": "conv1", "efficientnet_b0": "conv_stem",
+         "regnety_002": "stem.conv"}
 
-    feats, feats_p = model.forward_encoder(x, active), model.forward_encoder(perturbed, active)
-    for f, fp in zip(feats, feats_p):
-        assert torch.equal(f, fp)
-    prediction = model.forward_decoder(feats, active)
-    prediction_p = model.forward_decoder(feats_p, active)
-    torch.testing.assert_close(prediction, prediction_p, atol=0, rtol=0)
-    assert model.forward_loss(x, prediction, active) == model.forward_loss(x, prediction_p, active)
 
-    x.requires_grad_(True)
-    model(x, active).backward()
-    grad_masked = x.grad * masked_pixels
-    assert torch.count_nonzero(grad_masked) == 0
-    assert torch.count_nonzero(x.grad) > 0
+def _trained_like(encoder, train):
+    """Norm affines, layer scales and running statistics away from their init values, which hide spatial mixing:
+    zero-initialised last BNs and 1e-6 layer scales make residual branches vanish at initialisation."""
+    with torch.no_grad():
+        for m in encoder.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, LayerNorm2d)):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        for name, p in encoder.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+    if not train:
+        _randomise_running_stats(encoder)
+
+
+@pytest.mark.parametrize("arch", list(STEMS))
+@pytest.mark.parametrize("train", [True, False])
+def test_masked_features_inside_the_encoder_never_reach_visible_outputs(arch, train):
+    """Submanifold sparsity where it lives, inside the encoder: noise added at the masked positions of the stem
+    conv's output (after the input pixels were zeroed, so the input zeroing cannot hide it) changes no visible output
+    at any of the 4 scales, nor the BN statistics, in sparse mode. The zero_out ablation (the dense encoder on the
+    zeroed image) has no such property: the same noise changes visible outputs at every scale."""
+    x = torch.randn(2, 3, 64, 64)
+    for mode in ("sparse", "zero_out"):
+        clean = build_spark(arch, 64, decoder_width=64, encoder_mode=mode).train(train)
+        _trained_like(clean.encoder, train)
+        noisy = copy.deepcopy(clean)
+        active = clean.mask(2, generator=torch.Generator().manual_seed(1))  # 2 of 4 cells visible per image
+        injected = []
+
+        def add_noise(module, inputs, out, active=active, injected=injected):
+            masked = ~upsample_active(active, out.shape[-2:])
+            noise = 5 * torch.randn_like(out) * masked
+            injected.append(torch.count_nonzero(noise).item())
+            return out + noise
+
+        noisy.encoder.get_submodule(STEMS[arch]).register_forward_hook(add_noise)
+        feats, feats_noisy = clean.forward_encoder(x, active), noisy.forward_encoder(x, active)
+        assert len(injected) == 1 and injected[0] > 0
+        assert len(feats) == len(feats_noisy) == 4
+        for f, fn in zip(feats, feats_noisy):
+            visible = upsample_active(active, f.shape[-2:]).expand_as(f)
+            change = (f[visible] - fn[visible]).abs().max().item()
+            if mode == "sparse":
+                assert change == 0, f"{tuple(f.shape)}: masked-position noise moved visible outputs by {change}"
+                assert torch.count_nonzero(fn[~visible]) == 0
+            else:
+                assert change > 1e-3 * f[visible].abs().max().item(), f"zero_out unaffected at {tuple(f.shape)}"
+        if mode == "sparse":
+            for (name, a), b in zip(clean.encoder.state_dict().items(), noisy.encoder.state_dict().values()):
+                assert torch.equal(a, b), name
+
+
+# Layers whose statistics span masked positions; sparsify must refuse them wherever they sit.
+UNSUPPORTED_LAYERS = {
+    "GroupNorm": lambda: nn.GroupNorm(2, 8),
+    "InstanceNorm2d": lambda: nn.InstanceNorm2d(8),
+    "LocalResponseNorm": lambda: nn.LocalResponseNorm(2),
+    "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1),
+    "AdaptiveMaxPool2d": lambda: nn.AdaptiveMaxPool2d(1),
+    "SyncBatchNorm": lambda: nn.SyncBatchNorm(8),
+    "GatherExcite": lambda: timm.layers.GatherExcite(8, use_mlp=False),  # timm 1.0.31 cannot build its MLP
+    "GlobalContext": lambda: timm.layers.GlobalContext(8),
+    "CbamModule": lambda: CbamModule(8),
+    "LightCbamModule": lambda: LightCbamModule(8),
+}
+
+
+@pytest.mark.parametrize("name", list(UNSUPPORTED_LAYERS))
+def test_sparsify_refuses_layers_whose_statistics_span_masked_positions(name):
+    layer = UNSUPPORTED_LAYERS[name]()
+    assert type(layer).__name__ == name
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.BatchNorm2d(8), layer), nn.ReLU())
+    with pytest.raises(TypeError, match=rf"^{name} has no sparse version: its statistics would include masked"):
+        sparsify(model, ActiveMask())
+
+
+def test_a_timm_encoder_with_group_norm_is_refused():
+    with pytest.raises(TypeError, match=r"^GroupNorm has no sparse version"):
+        build_spark("resnet50_gn", 64, decoder_width=64)
+    build_spark("resnet50_gn", 64, decoder_width=64, encoder_mode="zero_out")  # the dense ablation needs no sparse form
 
 
 def _gather(x, visible):

@@ -1,6 +1,8 @@
 """Masked BN with synchronised moments on 2 gloo ranks equals one process on the whole batch."""
 import socket
+from queue import Empty
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -52,10 +54,23 @@ def test_synchronised_masked_batchnorm_matches_full_batch():
     procs = [ctx.Process(target=_rank, args=(r, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r, rest) for r, *rest in (queue.get(timeout=120) for _ in procs))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    try:  # deadlines: a rank stuck in a collective fails the test instead of hanging it (and pytest's exit)
+        results = {}
+        for _ in procs:
+            try:
+                rank, *rest = queue.get(timeout=120)
+            except Empty:
+                pytest.fail(f"no result from both ranks within 120 s (exit codes {[p.exitcode for p in procs]}; "
+                            "their stderr is in the captured output)", pytrace=False)
+            results[rank] = rest
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0, f"rank exit codes {[p.exitcode for p in procs]} (None: still running after 60 s)"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
     got_out = torch.cat([results[0][0], results[1][0]])
     got_grad = torch.cat([results[0][1], results[1][1]])
     torch.testing.assert_close(got_out, out.detach(), atol=1e-5, rtol=1e-5)

@@ -14,7 +14,7 @@ from scipy import stats
 
 from eval.dag import detection_branches, finetune_branches, layout, pretrain_branches
 from eval.report import report
-from eval.tables import display, load_runs, mean_std
+from eval.tables import RunRecordError, display, load_runs, mean_std
 
 PARAMS = {
     "preset": "unit", "seeds": [0, 1, 2], "pretrain_seed": 0, "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
@@ -37,7 +37,8 @@ def write_runs(root: Path, finetune_missing: bool = False) -> None:
         (path / "metrics.json").write_text(json.dumps({"epoch": 2, "loss": 0.5 + b.seed / 10}))
         (path / "dvclive/plots/metrics/loss.tsv").write_text("step\tloss\n1\t0.9\n2\t0.5\n")
         Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(path / "reconstruction.png")
-        (path / "run.json").write_text(json.dumps({"git_commit": "abc" * 10, "params_hash": "h", "seed": b.seed,
+        commit = "0123456789abcdef" * 2 + "01234567"
+        (path / "run.json").write_text(json.dumps({"git_commit": commit, "params_hash": "h", "seed": b.seed,
                                                    "wall_time_s": 90.0, "hardware": "cpu"}))
     for b in finetune_branches(PARAMS):
         if finetune_missing and b.init == "zero_out":
@@ -105,11 +106,11 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert text.index("## Paper claims") < text.index("Table 1: fine-tuning on ImageNet-1K")
     assert "mini benchmark" not in text and "paired t interval" in text
     provenance = pd.read_csv(out / "runs.csv")
-    assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"abcabcabcabc", "—"}
+    assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
     assert (out / "pretrain_loss.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
 
 
 def test_a_missing_run_is_named(tmp_path):
     write_runs(tmp_path, finetune_missing=True)
-    with pytest.raises(FileNotFoundError, match=r"runs/unit/finetune/low/resnet50/zero_out/seed0/metrics.json: missing"):
+    with pytest.raises(RunRecordError, match=r"runs/unit/finetune/low/resnet50/zero_out/seed0/metrics.json: missing"):
         load_runs(PARAMS, tmp_path)

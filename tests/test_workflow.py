@@ -1,8 +1,9 @@
 """The DAG: Snakemake and DVC describe the same jobs over one params file, the presets expand to the paper's
-branches, the conda environments match pyproject, and the smoke preset runs end to end under both engines
+branches, and the smoke preset runs end to end under both engines
 (interrupted and resumed under Snakemake; a no-op rerun and a one-branch change under DVC)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -21,34 +21,44 @@ import pytest
 import yaml
 
 from eval.dag import detection_branches, finetune_branches, pretrain_branches, validate, workflow_params
+from eval.stage_code import PACKAGES
 from spark.config import ConfigError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PRESETS = {"mini": REPO / "params.yaml", "smoke": REPO / "configs/smoke.yaml", "paper": REPO / "configs/paper.yaml"}
-WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", "configs", ".dvcignore")
+WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", "configs", ".dvcignore", ".gitignore", "spark", "eval")
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.com"}
 
 
 def checkout(tmp_path: Path, preset: str, edit=None) -> Path:
-    """A directory with the workflow files and ``params.yaml`` = ``preset`` (optionally edited), as a DVC repo."""
+    """A git + DVC repository with the workflow and the code, and ``params.yaml`` = ``preset`` (optionally edited):
+    the stages run the checkout's own code (``python -m`` from its root), which their code deps point at."""
     root = tmp_path / "repo"
     root.mkdir()
     for name in WORKFLOW_FILES:
         source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
     params = yaml.safe_load(PRESETS[preset].read_text())
     if edit:
         edit(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root)
+    run(["git", "init", "-q"], root)
+    run([str(BIN / "dvc"), "init", "-q"], root)
+    run(["git", "add", "-A"], root)  # a clone has commits (dvclive cannot log in a repository without one)
+    run(["git", "commit", "-qm", "checkout"], root)
     return root
 
 
-def run(command: list[str], cwd: Path, timeout: float = 900) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+def run(command: list[str], cwd: Path, timeout: float = 900, stdout_only: bool = False) -> str:
+    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
+    return result.stdout if stdout_only else result.stdout + result.stderr
 
 
 def snakemake_jobs(root: Path) -> list[dict]:
@@ -71,12 +81,17 @@ def snakemake_jobs(root: Path) -> list[dict]:
 
 
 def dvc_stages(root: Path) -> list[dict]:
+    """Every DVC stage: name, dependencies (folders as their files, as Snakemake lists them), outputs, command."""
     from dvc.repo import Repo
+
+    def files(dep: Path) -> set[str]:
+        code_folder = dep.is_dir() and dep.relative_to(root).parts[0] in PACKAGES
+        return {str(p.relative_to(root)) for p in (dep.rglob("*.py") if code_folder else [dep])}
 
     with Repo(str(root)) as repo:
         return [{
-            "name": stage.addressing,
-            "deps": {str(Path(d.fs_path).relative_to(root)) for d in stage.deps if not hasattr(d, "params")},
+            "name": stage.name,
+            "deps": set().union(*(files(Path(d.fs_path)) for d in stage.deps if not hasattr(d, "params"))),
             "outputs": {str(Path(o.fs_path).relative_to(root)) for o in stage.outs if not o.plot},
             "cmd": shlex.split(stage.cmd),
         } for stage in repo.index.stages]
@@ -155,22 +170,6 @@ def test_params_are_checked_up_front_naming_the_key(tmp_path):
         workflow_params([path], {**params, "preset": "other"})
 
 
-def test_conda_environments_match_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    for name in ("spark", "detectron2"):
-        env = yaml.safe_load((REPO / f"workflow/envs/{name}.yaml").read_text())
-        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-        requirements = [r for r in pip if not r.startswith("git+")]
-        assert sorted(requirements) == sorted(project["dependencies"]), name
-        python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
-        minimum = project["requires-python"].removeprefix(">=")
-        assert tuple(map(int, python[7:].split("."))) >= tuple(map(int, minimum.split("."))), name
-    assert any(r.startswith("git+https://github.com/facebookresearch/detectron2") for r in pip)
-    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
-    assert profile["executor"] == "slurm" and "snakemake-executor-plugin-slurm" in " ".join(
-        project["optional-dependencies"]["workflow"])
-
-
 def finite_table(path: Path, rows: int, columns: list[str]) -> pd.DataFrame:
     """The CSV has ``rows`` rows and finite numbers in ``columns`` (means; stds and intervals need 2+ seeds)."""
     table = pd.read_csv(path)
@@ -212,31 +211,47 @@ def interrupted_runs(root: Path) -> list[Path]:
 def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
     """Ctrl-C as soon as any pretraining job (whichever Snakemake scheduled first) has checkpointed mid-run; the
     rerun keeps finished stages and resumes exactly the runs that were caught mid-way."""
+    from helpers import kill_tree, tail
+    from spark.io import load_torch
+
     root = checkout(tmp_path, "smoke", two_epochs)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     command = [str(BIN / "snakemake"), "--cores", "2"]
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.time() + 900
+    output = tmp_path / "snakemake.log"  # shown when the test fails
+    with output.open("w") as sink:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + 900
     try:
         while not interrupted_runs(root):
-            assert process.poll() is None, f"snakemake exited ({process.returncode}) before any pretraining checkpoint"
-            assert time.time() < deadline, "no pretraining job checkpointed within 900 s"
+            if process.poll() is not None:
+                pytest.fail(f"snakemake exited ({process.returncode}) before any pretraining checkpoint:\n"
+                            f"{tail(output)}", pytrace=False)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no pretraining job checkpointed within 900 s:\n{tail(output)}", pytrace=False)
             time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground group
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"snakemake still running 120 s after Ctrl-C:\n{tail(output)}", pytrace=False)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground group
-        process.wait(timeout=120)
-    interrupted = interrupted_runs(root)
-    assert interrupted, "the interrupted job finished before Ctrl-C reached it"
+        if process.poll() is None:  # the test failed: leave no job running
+            kill_tree(process)
+    assert process.returncode != 0, f"snakemake completed the DAG despite Ctrl-C:\n{tail(output)}"
+    # Caught mid-way: a run that Ctrl-C stopped during its last epoch, its epoch-1 checkpoint kept and no result.
+    interrupted = {run_dir: load_torch(run_dir / "checkpoint.pth")["epoch"] for run_dir in interrupted_runs(root)}
+    mid_way = [run_dir for run_dir, epoch in interrupted.items() if epoch < 2]
+    assert mid_way, f"no pretraining run was stopped between its epoch-1 checkpoint and its end: {interrupted}"
     manifest = root / "data/smoke/mini-in/manifest.json"
     prepared = manifest.stat().st_mtime_ns
 
     run(command, root)
     assert manifest.stat().st_mtime_ns == prepared  # the finished stage was kept, not redone
-    for run_dir in interrupted:
-        log = (run_dir / "train.log").read_text()
-        assert "resuming" in log and log.count("epoch 2/2  loss") == 1, run_dir
+    for run_dir, epoch in interrupted.items():  # each resumed from its checkpoint, and trained each epoch once
+        log = (run_dir / "train.log").read_text()  # appended to by every attempt
+        assert re.search(rf"resuming \S+ after epoch {epoch}/2\b", log), run_dir
+        assert log.count("epoch 1/2  loss") == log.count("epoch 2/2  loss") == 1, run_dir
     check_tables(root, load_params(root / "params.yaml"))
     assert "Nothing to be done" in run(command, root)
 
@@ -244,6 +259,8 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
 @pytest.mark.slow
 @pytest.mark.detectron2
 def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
+    """A params edit and a code edit rerun exactly the stages they touch (the same jobs under Snakemake), and
+    experiments (`dvc exp run -S`) keep their metrics for `dvc exp show`."""
     root = checkout(tmp_path, "smoke")
     dvc = str(BIN / "dvc")
     run([dvc, "repro"], root)
@@ -252,12 +269,38 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     assert "up to date" in run([dvc, "status"], root)
     assert "Running stage" not in run([dvc, "repro"], root)
 
-    params["ablations"]["decoder_depth_3"]["mask_ratio"] = 0.5
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edited = dict(params, ablations={**params["ablations"], "decoder_depth_3": {"decoder_depth": 3, "mask_ratio": 0.5}})
+    (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
     changed = re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M)
     assert changed == ["pretrain_ablation@resnet18-decoder_depth_3", "tables"]
     planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
     assert planned == changed
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    loss = root / "eval/finetune/loss.py"  # fine-tuning code: every fine-tuning and the tables, nothing else
+    original = loss.read_text()
+    loss.write_text(original + "# an edit\n")
+    changed = set(re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M))
+    finetunes = {s["name"] for s in dvc_stages(root) if s["name"].startswith("finetune")}
+    assert changed == finetunes | {"tables"}
+    snakemake = run([str(BIN / "snakemake"), "-n", "--cores", "1"], root)
+    jobs = Counter(re.findall(r"^(?:local)?rule (\w+):", snakemake, re.M))
+    assert jobs == {"finetune": len(finetunes), "tables": 1, "all": 1}, snakemake[-2000:]
+    loss.write_text(original)  # DVC compares content (Snakemake would still see a newer file)
+    assert "up to date" in run([dvc, "status"], root)
+
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "smoke run"], root)
+    stage = "finetune_scratch@all-resnet18-0"
+    for lr in (0.05, 0.2):
+        run([dvc, "exp", "run", "-S", f"finetune.base_lr={lr}", stage], root)
+    shown = json.loads(run([dvc, "exp", "show", "--json"], root, stdout_only=True))
+    experiments = [e for rev in shown for exp in rev.get("experiments") or [] for e in exp["revs"]]
+    metrics = "runs/smoke/finetune/all/resnet18/scratch/seed0/metrics.json"
+    lrs = {e["data"]["params"]["params.yaml"]["data"]["finetune"]["base_lr"]: e["data"]["metrics"][metrics]["data"]
+           for e in experiments}
+    assert set(lrs) == {0.05, 0.2}
+    assert all(math.isfinite(m["top1"]) and 0 <= m["top1"] <= 100 for m in lrs.values())
 
 
 def test_launcher_follows_the_stage_resources():

@@ -1,4 +1,7 @@
-"""``python -m eval.detection --params params.yaml --init {scratch|encoder.pth} --out RUN_DIR [--model M] [key.path=value ...]``"""
+"""``spark detect`` (``python -m eval.detection``): Mask R-CNN transfer from an encoder.
+
+    spark detect --params params.yaml --init {scratch|encoder.pth} --out RUN_DIR [--model M] [key.path=value ...]
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +10,13 @@ import sys
 import torch
 
 from eval.detection.config import DetectionConfig
-from spark.config import ConfigError, apply_override, branch_section, load_params, parse_section
+from spark.config import apply_override, branch_section, load_params, parse_section
+from spark.errors import run_command
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m eval.detection") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m eval.detection",
+        prog=prog,
         description="Fine-tune Mask R-CNN (Detectron2) from an encoder on COCO-format data; write box/mask AP.",
     )
     parser.add_argument("--params", default="params.yaml", help="params file with a `detection` section")
@@ -26,22 +30,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="start over (old checkpoints to stale/) if the run's checkpoints have another recipe")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. detection.max_iter=20")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         params = branch_section(load_params(args.params), "detection", args.model)
         for item in args.overrides:
             apply_override(params, item)
         config = parse_section(params, "detection", DetectionConfig)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from eval.detection.train import run  # Detectron2 is imported only once the params are valid
+        from eval.detection.train import run as train  # Detectron2 is imported only once the params are valid
 
-    try:
-        run(config, args.init, args.out, args.num_gpus, args.restart_on_change)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        train(config, args.init, args.out, args.num_gpus, args.restart_on_change)
+
+    return run_command(prog, run)
 
 
 if __name__ == "__main__":

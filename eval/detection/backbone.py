@@ -16,7 +16,6 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import ResNet
-from torch import nn
 
 STRIDES = (4, 8, 16, 32)
 NORMS = ("BN", "SyncBN")
@@ -37,7 +36,8 @@ class TimmBackbone(Backbone):
         if tuple(info.reduction()) != STRIDES:
             raise ValueError(f"{arch}: last {len(STRIDES)} feature strides are {info.reduction()}, need {STRIDES}")
         # SyncBN only under DDP, as Detectron2 does for its own ResNet; LayerNorm models are unaffected.
-        self.body = nn.SyncBatchNorm.convert_sync_batchnorm(body) if norm == "SyncBN" else body
+        # timm's converter keeps the activation of fused norm-act layers (BatchNormAct2d); torch's would drop it.
+        self.body = timm.layers.convert_sync_batchnorm(body) if norm == "SyncBN" else body
         self._out_features = [f"res{int(math.log2(s))}" for s in STRIDES]
         self._out_feature_strides = dict(zip(self._out_features, STRIDES))
         self._out_feature_channels = dict(zip(self._out_features, info.channels()))

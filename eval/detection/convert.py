@@ -15,12 +15,13 @@ from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
 from eval.detection.backbone import TimmBackbone
+from spark.errors import InputError
 
 # Bookkeeping only: BN's update counter, absent from FrozenBN and irrelevant to the forward.
 IGNORED_SUFFIX = "num_batches_tracked"
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(InputError, RuntimeError):
     """The encoder state_dict does not cover the backbone exactly."""
 
 

@@ -74,21 +74,36 @@ class Trainer(DefaultTrainer):
         ]
 
 
-def register_datasets(config: DetectionConfig) -> int:
-    """Register the train and val sets under the recipe's fixed names (replacing earlier ones); → class count."""
-    for name, json_file, images in (
-        (TRAIN_DATASET, config.path(config.train_json), config.path(config.train_images)),
-        (VAL_DATASET, config.path(config.val_json), config.path(config.val_images)),
-    ):
+def _datasets(config: DetectionConfig) -> list[tuple[str, Path, Path]]:
+    return [(TRAIN_DATASET, config.path(config.train_json), config.path(config.train_images)),
+            (VAL_DATASET, config.path(config.val_json), config.path(config.val_images))]
+
+
+def check_data(config: DetectionConfig) -> None:
+    """Fail naming the key before anything is written or launched if an annotation file or image folder is missing."""
+    for _, json_file, images in _datasets(config):
         for path in (json_file, images):
             if not path.exists():
-                raise FileNotFoundError(f"detection dataset: {path} not found (detection.data_root={config.data_root})")
+                raise ConfigError(f"params: detection.data_root: {path} not found (data_root={config.data_root})")
+
+
+def register_datasets(config: DetectionConfig) -> int:
+    """Register the train and val sets under the recipe's fixed names (replacing earlier ones); → class count."""
+    check_data(config)
+    for name, json_file, images in _datasets(config):
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         register_coco_instances(name, {}, str(json_file), str(images))
-    DatasetCatalog.get(TRAIN_DATASET)  # loading the JSON records the class names in the metadata
-    return len(MetadataCatalog.get(TRAIN_DATASET).thing_classes)
+    # Loading each JSON records its class names and id mapping in the metadata; the evaluator maps the model's
+    # contiguous ids back to COCO ids through the val set's, so both must be loaded and agree.
+    for name in (TRAIN_DATASET, VAL_DATASET):
+        DatasetCatalog.get(name)
+    train, val = MetadataCatalog.get(TRAIN_DATASET), MetadataCatalog.get(VAL_DATASET)
+    if train.thing_dataset_id_to_contiguous_id != val.thing_dataset_id_to_contiguous_id:
+        raise ConfigError(f"params: detection.val_json: {config.path(config.val_json)} has other categories than "
+                          f"{config.path(config.train_json)}")
+    return len(train.thing_classes)
 
 
 def summarize(results: Mapping[str, Mapping[str, float]]) -> Metrics:
@@ -137,6 +152,7 @@ def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, rest
     error, or with ``restart_on_change`` the old checkpoints move to ``stale/`` and training starts over.
     """
     out = Path(out)
+    check_data(config)
     recipe = {**dataclasses.asdict(config), "init": init}
     _check_resumable(out, json.loads(json.dumps(recipe)), restart_on_change)
     write_json(out / RECIPE_NAME, recipe)

@@ -1,6 +1,6 @@
-"""The fine-tuning command line: thin argument parsing over :func:`eval.finetune.finetune`.
+"""``spark finetune`` (``python -m eval.finetune``): thin argument parsing over :func:`eval.finetune.finetune`.
 
-    python -m eval.finetune --params params.yaml --init {scratch|WEIGHTS} --out RUN_DIR [--model NAME] [--regime NAME]
+    spark finetune --params params.yaml --init {scratch|WEIGHTS} --out RUN_DIR [--model NAME] [--regime NAME]
         [key=value ...]
 
 Under torchrun: ``torchrun --nproc_per_node 8 -m eval.finetune --params params.yaml --init encoder.pth --out RUN_DIR``.
@@ -8,22 +8,19 @@ Under torchrun: ``torchrun --nproc_per_node 8 -m eval.finetune --params params.y
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
-from spark.checkpoint import CheckpointError
-from spark.config import ConfigError
-from spark.engine import LOG_FORMAT, NonFiniteError
+from spark.engine import setup_logging
+from spark.errors import run_command
 
 from .config import load_finetune_config
 from .model import SCRATCH
 from .trainer import finetune
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.finetune",
+def main(argv: list[str] | None = None, prog: str = "python -m eval.finetune") -> int:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Fine-tune a timm classifier on an ImageFolder; write top-1/top-5.")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file with a `finetune` section (default: params.yaml)")
@@ -37,15 +34,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="start over (keeping checkpoint.stale.pth) if the run's checkpoint has another recipe")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. finetune.epochs=2")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING,
-                        format=LOG_FORMAT)
-    try:
+    setup_logging()
+
+    def run() -> None:
         config = load_finetune_config(args.params, args.overrides, model=args.model, regime=args.regime)
         finetune(config, args.out, args.init, args.restart_on_change)
-    except (ConfigError, CheckpointError, NonFiniteError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, NonFiniteError) else 2
-    return 0
+
+    return run_command(prog, run)
 
 
 if __name__ == "__main__":

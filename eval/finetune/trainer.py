@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import convert_sync_batchnorm
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Subset
@@ -92,7 +93,7 @@ class Finetuner(EpochTrainer):
         if state is not None:
             self.ema.module.load_state_dict(state["ema"])
         if env.is_distributed and env.device.type == "cuda":  # the reference syncs BN; torch has no CPU kernel
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model)  # keeps BatchNormAct2d's activation; torch's drops it
         self.model = model
         self.optimizer = build_optimizer(model, config.optimizer, config.peak_lr, config.weight_decay,
                                          config.layer_decay)

@@ -4,7 +4,7 @@ from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
 from .epochs import CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, resume_state
-from .logs import LOG_FORMAT, log_to_file
+from .logs import LOG_FORMAT, log_to_file, setup_logging
 from .loop import NonFiniteError, StepResult, train_step
 from .metrics import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
 from .precision import Precision, PrecisionName
@@ -46,6 +46,7 @@ __all__ = [
     "seeded",
     "set_deterministic",
     "set_epoch",
+    "setup_logging",
     "train_loader",
     "train_step",
     "unwrap",

@@ -1,12 +1,19 @@
-"""Copy a logger's records into the run directory for the duration of a run."""
+"""Logging of a run: the console (rank 0 only) and a copy of the records in the run directory."""
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging() -> None:
+    """Console logging at INFO on rank 0 and WARNING elsewhere: under torchrun, one process reports progress."""
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT)
 
 
 @contextmanager

@@ -10,13 +10,15 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from spark.errors import RunError
+
 from .distributed import all_reduce_mean
 from .precision import Precision
 
 Batch = Tensor | Sequence[Tensor]
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(RunError, FloatingPointError):
     """The loss or the gradient norm became NaN/inf; raised before the optimizer step, so nothing was updated."""
 
 

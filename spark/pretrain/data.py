@@ -19,6 +19,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from spark.config import ConfigError
+from spark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 CROP_SCALE = (0.67, 1.0)
 
 
-class BadImageError(RuntimeError):
+class BadImageError(InputError, RuntimeError):
     """An image file that cannot be decoded; the message names its path."""
 
 

@@ -3,6 +3,7 @@ rule detection:
     input:
         manifest=DETECTION_MANIFEST,
         encoder=finetune_init,
+        code=stage_code("detection"),
     output:
         metrics=f"{LAYOUT.runs}/detection/{{model}}/{{init}}/seed{{seed}}/metrics.json",
     params:

@@ -11,6 +11,7 @@ rule finetune:
     input:
         manifest=CLASSIFICATION_MANIFEST,
         encoder=finetune_init,
+        code=stage_code("finetune"),
     output:
         metrics=f"{LAYOUT.runs}/finetune/{{regime}}/{{model}}/{{init}}/seed{{seed}}/metrics.json",
     params:

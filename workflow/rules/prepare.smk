@@ -1,5 +1,7 @@
 rule prepare:
     """Build the mini benchmark, or check ImageNet/COCO in place; the manifests stand for the datasets."""
+    input:
+        code=stage_code("prepare"),
     output:
         CLASSIFICATION_MANIFEST,
         DETECTION_MANIFEST,

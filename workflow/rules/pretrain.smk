@@ -2,7 +2,8 @@ rule pretrain:
     """SparK pretraining of one model, variant and seed. After a kill, the same command resumes the run from its
     checkpoint.pth (not a declared output, so Snakemake keeps it)."""
     input:
-        CLASSIFICATION_MANIFEST,
+        manifest=CLASSIFICATION_MANIFEST,
+        code=stage_code("pretrain"),
     output:
         encoder=f"{LAYOUT.runs}/pretrain/{{model}}/{{variant}}/seed{{seed}}/encoder.pth",
         metrics=f"{LAYOUT.runs}/pretrain/{{model}}/{{variant}}/seed{{seed}}/metrics.json",

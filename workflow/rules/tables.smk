@@ -4,6 +4,7 @@ rule tables:
         pretrain=[f"{LAYOUT.run('pretrain', b)}/metrics.json" for b in pretrain_branches(PARAMS)],
         finetune=[f"{LAYOUT.run('finetune', b)}/metrics.json" for b in finetune_branches(PARAMS)],
         detection=[f"{LAYOUT.run('detection', b)}/metrics.json" for b in detection_branches(PARAMS)],
+        code=stage_code("tables"),
     output:
         directory(LAYOUT.results),
     params:

@@ -1,9 +1,11 @@
 """Make the Detectron2 v0.6 sdist (PyPI ``pb1-detectron2==0.6``) installable with today's torch, numpy and Pillow.
 
-Applies the five fixes verified in ``shared/notes/detectron2.md``, nothing else. Every fix must match the
-source it expects; if the sdist ever changes, this fails naming the fix instead of installing a half-patched copy.
+Applies the five fixes verified in ``shared/notes/detectron2.md`` and a sixth (no ``pkg_resources``), nothing
+else, and stamps the result with ``PATCH_LEVEL`` (``detectron2.SPARK_REPRO_PATCH_LEVEL``), by which
+install_detectron2.sh replaces a build made by an older version of this file. Every fix must match the source it
+expects; if the sdist ever changes, this fails naming the fix instead of installing a half-patched copy.
 
-Usage: ``python patch_detectron2.py UNPACKED_SDIST_DIR``
+Usage: ``python patch_detectron2.py UNPACKED_SDIST_DIR`` (``--level`` prints ``PATCH_LEVEL``)
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ OPTIONAL_C_IMPORT = """try:
 except ImportError:  # installed without the C++ extension (no sources in this sdist)
     _C = None
 """
+# Bump when a fix is added or changed: install_detectron2.sh then rebuilds an installed copy of another level.
+PATCH_LEVEL = 2
 # numpy >= 1.24 removed these aliases of the builtins; the trailing guard keeps np.bool_/np.int64 intact.
 NUMPY_ALIAS = re.compile(r"\bnp\.(bool|int|float|str)\b(?![_\d])")
 
@@ -83,13 +87,46 @@ def package_model_zoo_configs(root: Path) -> None:
     )
 
 
+def model_zoo_without_pkg_resources(root: Path) -> None:
+    """Fix 6: ``model_zoo.get_config_file`` finds its configs with ``pkg_resources``, which setuptools >= 81 no longer
+    ships; the configs are package data next to the module (fix 5), so a path relative to the module is the same."""
+    path = root / "detectron2/model_zoo/model_zoo.py"
+    replace_once(path, "import pkg_resources\n", "", "model-zoo pkg_resources import")
+    replace_once(
+        path,
+        """    cfg_file = pkg_resources.resource_filename(
+        "detectron2.model_zoo", os.path.join("configs", config_path)
+    )
+""",
+        """    cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)
+""",
+        "model-zoo resource_filename",
+    )
+    leftovers = [str(p.relative_to(root)) for p in sorted((root / "detectron2").rglob("*.py"))
+                 if "pkg_resources" in p.read_text()]
+    if leftovers:
+        raise PatchError(f"pkg_resources: still used in {', '.join(leftovers)}")
+
+
+def stamp_patch_level(root: Path) -> None:
+    """Record ``PATCH_LEVEL`` in the package, for install_detectron2.sh's up-to-date check."""
+    replace_once(
+        root / "detectron2/__init__.py", '__version__ = "0.6"\n',
+        f'__version__ = "0.6"\nSPARK_REPRO_PATCH_LEVEL = {PATCH_LEVEL}  # workflow/scripts/patch_detectron2.py\n',
+        "patch level",
+    )
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--level"]:
+        print(PATCH_LEVEL)
+        return 0
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     root = Path(argv[0])
     for fix in (build_no_extension, optional_c_imports, numpy_builtin_aliases, pillow_bilinear,
-                package_model_zoo_configs):
+                package_model_zoo_configs, model_zoo_without_pkg_resources, stamp_patch_level):
         fix(root)
     return 0
 

@@ -1,0 +1,109 @@
+"""The source code each stage runs, as dependencies of its jobs: a code change reruns what it can affect.
+
+:func:`imported_files` follows a stage's entry modules through every project import (statically, imports inside
+functions included); the Snakefile adds those files to each job's inputs, and ``dvc.yaml`` lists the same code
+as ``deps``, in the folded form of :func:`stage_code` (a test holds the two together). So ``snakemake -n`` and
+``dvc status`` name the same jobs after an edit, and an edit to fine-tuning code never reruns a pretraining.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("spark", "eval")
+
+# The modules each stage's jobs run (`python -m eval.launch STAGE MODULE` for the training stages).
+STAGE_ENTRIES = {
+    "prepare": ("spark.data.prepare",),
+    "pretrain": ("eval.launch", "spark.pretrain.__main__"),
+    "finetune": ("eval.launch", "eval.finetune.__main__"),
+    "detection": ("eval.launch", "eval.detection.__main__"),
+    "tables": ("eval.report",),
+}
+# Stages that depend on all of the project's code: the tables stage validates every section of the params file,
+# which imports most of it, and takes seconds to rerun.
+WHOLE_PROJECT = ("tables",)
+
+
+def stage_code(stage: str, root: Path = ROOT) -> list[str]:
+    """The stage's code as DVC deps: a folder where the stage imports every file in it, else the files."""
+    if stage in WHOLE_PROJECT:
+        return list(PACKAGES)
+    files = imported_files(STAGE_ENTRIES[stage], root)
+    folded = set(files)
+    for folder in sorted({str(Path(f).parent) for f in files}, key=lambda d: d.count("/"), reverse=True):
+        inside = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
+        if inside <= folded and folder not in PACKAGES:
+            folded = (folded - inside) | {folder}
+    return sorted(folded)
+
+
+def code_files(stage: str, root: Path = ROOT) -> list[str]:
+    """The files behind :func:`stage_code`, as the stage's Snakemake inputs."""
+    paths = [root / p for p in stage_code(stage, root)]
+    return sorted(p.relative_to(root).as_posix() for path in paths
+                  for p in (sorted(path.rglob("*.py")) if path.is_dir() else [path]))
+
+
+def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    """Every project file that importing and running ``modules`` may execute, sorted.
+
+    Follows ``import``/``from`` statements anywhere in a file, the ``__init__`` of every package on the way, and
+    names a package exports lazily (a ``{"name": "package.module"}`` table in its ``__init__``, as ``spark``'s).
+    """
+    seen: set[str] = set()
+    todo = [".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 2)]
+    while todo:
+        path = _module_file(todo.pop(), root)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += _imports(ast.parse((root / path).read_text(), path), _package_of(path), root)
+    return sorted(seen)
+
+
+def _imports(tree: ast.AST, package: str, root: Path) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.append(base)
+            for alias in node.names:  # a submodule, or a name the package may export lazily
+                name = f"{base}.{alias.name}"
+                names.append(name if _module_file(name, root) else _lazy_exports(base, root).get(alias.name, base))
+    # Importing a.b.c runs a/__init__ and a/b/__init__ first.
+    return [".".join(parts[:i]) for parts in (n.split(".") for n in names) if parts[0] in PACKAGES
+            for i in range(1, len(parts) + 1)]
+
+
+@functools.cache
+def _lazy_exports(package: str, root: Path) -> dict[str, str]:
+    path = _module_file(package, root)
+    if path is None or not path.endswith("__init__.py"):
+        return {}
+    exports = {}
+    for node in ast.walk(ast.parse((root / path).read_text())):
+        if isinstance(node, ast.Dict):
+            exports |= {k.value: v.value for k, v in zip(node.keys, node.values)
+                        if isinstance(k, ast.Constant) and isinstance(v, ast.Constant) and isinstance(v.value, str)
+                        and v.value.split(".")[0] in PACKAGES}
+    return exports
+
+
+def _module_file(name: str, root: Path) -> str | None:
+    base = name.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if (root / candidate).is_file():
+            return candidate
+    return None
+
+
+def _package_of(path: str) -> str:
+    return ".".join(Path(path).with_suffix("").parts[:-1])

@@ -1,0 +1,121 @@
+"""One `spark` entry point for every stage, and one way to fail: a single line naming the key or file, exit code 2
+for bad input and 1 for a run that failed."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spark.cli import STAGE_COMMANDS, main
+from spark.engine import NonFiniteError
+from spark.errors import BAD_INPUT, RUN_FAILED, run_command
+from spark.pretrain.data import BadImageError
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE_ARGS = {  # the required arguments of each stage, beside --params
+    "prepare": [],
+    "pretrain": ["--out", "run"],
+    "finetune": ["--init", "scratch", "--out", "run"],
+    "detect": ["--init", "scratch", "--out", "run"],
+    "report": [],
+}
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_spark_lists_every_stage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in [*STAGE_ARGS, "visualize"])
+    assert set(STAGE_COMMANDS) | {"pretrain"} == set(STAGE_ARGS)
+
+
+@pytest.mark.parametrize("stage", STAGE_ARGS)
+def test_every_stage_refuses_a_missing_params_file_with_one_line(stage, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([stage, "--params", "missing.yaml", *STAGE_ARGS[stage]]) == BAD_INPUT
+    assert error_line(capsys) == f"spark {stage}: error: params file not found: missing.yaml"
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("stage, override, key", [
+    ("prepare", "data.workers=0", "data.workers"),
+    ("pretrain", "pretrain.mask_ratio=1.5", "pretrain.mask_ratio"),
+    ("finetune", "finetune.nosuchkey=1", "finetune.nosuchkey"),
+    ("detect", "detection.max_iter=0", "detection.max_iter"),
+])
+def test_a_bad_value_names_its_key_before_any_work(stage, override, key, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
+    assert main([stage, "--params", "params.yaml", *STAGE_ARGS[stage], override]) == BAD_INPUT
+    assert f"spark {stage}: error: params: {key}:" in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x80\x02garbage" * 10, "cannot be read as a weights-only torch checkpoint (Unsupported operand"),
+    (b"", "cannot be read as a weights-only torch checkpoint (EOFError: empty or truncated file)"),
+])
+def test_an_unreadable_checkpoint_is_one_line_naming_the_file(content, reason, tmp_path, capsys):
+    (tmp_path / "weights.pth").write_bytes(content)
+    image = tmp_path / "a.png"
+    assert main(["visualize", str(tmp_path / "weights.pth"), str(image), "--out", str(tmp_path / "fig.png")]) == 2
+    assert error_line(capsys).startswith(f"spark visualize: error: {tmp_path / 'weights.pth'}: {reason}")
+
+
+def test_report_names_the_first_missing_or_corrupt_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
+    first = Path("runs/smoke/pretrain/resnet18/sparse/seed0/metrics.json")
+    assert main(["report", "--params", "params.yaml"]) == BAD_INPUT
+    assert error_line(capsys) == f"spark report: error: {first}: missing; run the pretrain stage first"
+    first.parent.mkdir(parents=True)
+    first.write_text('{"loss": ')  # a run killed mid-write by a tool without atomic writes
+    assert main(["report", "--params", "params.yaml"]) == BAD_INPUT
+    assert error_line(capsys).startswith(f"spark report: error: {first}: unreadable (")
+    first.write_text(json.dumps([1, 2]))
+    assert main(["report", "--params", "params.yaml"]) == BAD_INPUT
+    assert error_line(capsys) == f"spark report: error: {first}: expected a JSON object, got list"
+    assert not Path("results").exists()
+
+
+@pytest.mark.parametrize("error, code", [
+    (NonFiniteError("loss is nan at epoch 2/3, iteration 2/4; stopping before the optimizer step"), RUN_FAILED),
+    (BadImageError("cannot read image a.png: truncated"), BAD_INPUT),
+])
+def test_exit_codes_tell_bad_input_from_a_failed_run(error, code, capsys):
+    def fail():
+        raise error
+
+    assert run_command("spark pretrain", fail) == code
+    assert error_line(capsys) == f"spark pretrain: error: {error}"
+
+
+def test_a_data_loader_worker_error_keeps_only_its_own_line(capsys):
+    wrapped = BadImageError("Caught BadImageError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                            "call last):\n  File \"x.py\", line 1\nspark.pretrain.data.BadImageError: cannot read "
+                            "image a.png: truncated\n")
+
+    def fail():
+        raise wrapped
+
+    assert run_command("spark pretrain", fail) == BAD_INPUT
+    assert error_line(capsys) == "spark pretrain: error: cannot read image a.png: truncated"
+
+
+def test_the_installed_console_script_dispatches_with_the_same_exit_code(tmp_path):
+    result = subprocess.run([str(Path(sys.executable).with_name("spark")), "finetune", "--params", "missing.yaml",
+                             "--init", "scratch", "--out", "run"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == BAD_INPUT
+    assert result.stderr.strip() == "spark finetune: error: params file not found: missing.yaml"
