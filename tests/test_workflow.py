@@ -193,10 +193,18 @@ def check_tables(root: Path, params: dict) -> None:
                           len(params["ablation_regimes"]), ["difference"])
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
-    assert report.count("| pretrain ") == 6 and (results / "pretrain_loss.png").stat().st_size > 0
+    assert report.count("| pretrain ") == len(list(pretrain_branches(params)))
+    assert (results / "pretrain_loss.png").stat().st_size > 0
+
+
+def two_ablations(params: dict) -> None:
+    """The smoke DAG with two of its five ablations (each adds a pretraining and a fine-tuning): the engines'
+    behaviour does not depend on how many there are, and CI's time does."""
+    params["ablations"] = {k: params["ablations"][k] for k in ("zero_out", "decoder_depth_3")}
 
 
 def two_epochs(params: dict) -> None:
+    two_ablations(params)
     params["pretrain"]["epochs"] = 2  # so that a pretraining job has a checkpoint to resume mid-run
 
 
@@ -261,7 +269,7 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
 def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     """A params edit and a code edit rerun exactly the stages they touch (the same jobs under Snakemake), and
     experiments (`dvc exp run -S`) keep their metrics for `dvc exp show`."""
-    root = checkout(tmp_path, "smoke")
+    root = checkout(tmp_path, "smoke", two_ablations)
     dvc = str(BIN / "dvc")
     run([dvc, "repro"], root)
     params = load_params(root / "params.yaml")
