@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+from typing import Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("spark", "eval")
@@ -54,7 +55,7 @@ def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
     names a package exports lazily (a ``{"name": "package.module"}`` table in its ``__init__``, as ``spark``'s).
     """
     seen: set[str] = set()
-    todo = [".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 2)]
+    todo = _with_parents(modules)
     while todo:
         path = _module_file(todo.pop(), root)
         if path is None or path in seen:
@@ -78,9 +79,12 @@ def _imports(tree: ast.AST, package: str, root: Path) -> list[str]:
             for alias in node.names:  # a submodule, or a name the package may export lazily
                 name = f"{base}.{alias.name}"
                 names.append(name if _module_file(name, root) else _lazy_exports(base, root).get(alias.name, base))
-    # Importing a.b.c runs a/__init__ and a/b/__init__ first.
-    return [".".join(parts[:i]) for parts in (n.split(".") for n in names) if parts[0] in PACKAGES
-            for i in range(1, len(parts) + 1)]
+    return _with_parents(n for n in names if n.split(".")[0] in PACKAGES)
+
+
+def _with_parents(names: Iterable[str]) -> list[str]:
+    """Each module with its parent packages: importing a.b.c runs a/__init__ and a/b/__init__ first."""
+    return [".".join(parts[:i]) for parts in (n.split(".") for n in names) for i in range(1, len(parts) + 1)]
 
 
 @functools.cache
