@@ -1,10 +1,19 @@
-"""Throughput and peak memory of one pretraining step (forward + backward + LAMB step).
+"""Speed and peak memory of one pretraining step, as paired comparisons.
 
-Compares the dense encoder alone, SparK sparse and SparK zero_out, in fp32 and (where the device has it natively,
-or when asked with --precisions) bf16 autocast, with and without channels_last. Each configuration runs in its own
-process so its peak memory is its own. The first lines name the CPU capability and whether bf16 is native.
+A step is what the pretraining run does per batch (``spark.engine.train_step``: forward, backward, gradient clip,
+LAMB). Variants: ``dense`` (the timm encoder alone on the full image, no decoder), ``sparse`` (SparK) and
+``zero_out`` (SparK's ablation: the dense encoder on the zero-masked image); each eager and under
+``torch.compile`` (the compiled model takes the mask as an input, as in the pretraining run), in fp32 and in
+bf16 autocast where the device computes bf16 natively.
 
-    python bench/pretrain_step.py                       # resnet18, 128 px, batch 32, decoder width 256
+Every configuration runs in its own worker process, so its peak memory is its own. The workers of one precision
+stay alive together and take turns: a round runs ``--steps`` steps in each, in alternating order (ABC..CBA), so
+that drift (clock, other load) falls on all alike. A ratio A/B is computed per round from that round's medians;
+the table reports the median of those ratios and its range. Each worker starts with an empty inductor cache, so
+a compiled configuration's first step is the full compile. The first line names the CPU capability.
+
+    python bench/pretrain_step.py                 # resnet18, 128 px, batch 32, decoder width 256
+    python bench/pretrain_step.py --modes eager --rounds 5
     python bench/pretrain_step.py --arch resnet50 --input-size 224 --batch 16 --decoder-width 768
 """
 from __future__ import annotations
@@ -12,77 +21,174 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from timm.optim import Lamb
-
-from spark import build_spark
-from spark.encoder import create_encoder
-from spark.engine.precision import native_bf16
 
 VARIANTS = ("dense", "sparse", "zero_out")
+MODES = ("eager", "compiled")
+SHAPE_ARGS = ("arch", "input_size", "batch", "decoder_width", "threads", "device", "channels_last")
 
 
-def build_step(args: argparse.Namespace, variant: str, device: torch.device):
-    """A closure running one training step of ``variant`` on a fixed synthetic batch."""
-    images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
-    if variant == "dense":
+def build_step(args: argparse.Namespace):
+    """One training step of the configuration in ``args`` on a fixed synthetic batch, as a closure."""
+    from timm.optim import Lamb
+
+    from spark import build_spark
+    from spark.encoder import create_encoder
+    from spark.engine import Precision, train_step
+
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch, 3, args.input_size, args.input_size, generator=generator).to(device)
+    precision = Precision(args.precision, args.channels_last)
+    if args.variant == "dense":
         model, scales = create_encoder(args.arch)
+        indices = list(scales.indices)
+        forward = model.forward_intermediates
 
         def loss_fn(x):
-            feats = model.forward_intermediates(x, indices=list(scales.indices), intermediates_only=True)
-            return sum(f.float().square().mean() for f in feats)
-
+            return sum(f.float().square().mean() for f in forward(x, indices=indices, intermediates_only=True))
     else:
-        model = build_spark(args.arch, args.input_size, decoder_width=args.decoder_width, encoder_mode=variant)
-        active = model.mask(args.batch, device, generator=torch.Generator().manual_seed(0))
+        model = build_spark(args.arch, args.input_size, decoder_width=args.decoder_width, encoder_mode=args.variant)
+        active = model.mask(args.batch, device, generator=generator)
+        forward = model
 
         def loss_fn(x):
-            return model(x, active)
+            return forward(x, active)
 
-    model.to(device).train()
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    model = precision.prepare_model(model.to(device).train())
+    images = precision.prepare_input(images, device)
+    if args.mode == "compiled":
+        forward = torch.compile(forward)
     optimizer = Lamb(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = loss_fn(images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        train_step(model, optimizer, images, loss_fn, where="bench", clip=5.0, precision=precision)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
 
-def run_one(args: argparse.Namespace) -> dict:
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Worker: build, warm up, then answer ``run N`` with N step times and ``memory`` with peak figures."""
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    step = build_step(args, args.variant, device)
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    try:
+        step = build_step(args)
+        built_mb = peak_mb(device)
         start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    ms = statistics.median(times) * 1000
-    peak_mb = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    return {"ms_per_step": ms, "img_per_s": args.batch / ms * 1000, "peak_mb": peak_mb}
+        step()  # compiles, when compiled
+        first_s = time.perf_counter() - start
+        for _ in range(args.warmup):
+            step()
+    except Exception as err:  # noqa: BLE001 - reported as the configuration's result
+        reply({"error": f"{type(err).__name__}: {err}"})
+        return
+    reply({"first_step_s": first_s})
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "run":
+            times = []
+            for _ in range(int(rest[0])):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            reply({"times": times})
+        elif command == "memory":
+            reply({"peak_mb": peak_mb(device), "step_mb": peak_mb(device) - built_mb})
+        else:
+            return
+
+
+def reply(message: dict) -> None:
+    print(json.dumps(message), flush=True)
+
+
+class Worker:
+    """A configuration's process, driven over its stdin/stdout."""
+
+    def __init__(self, args: argparse.Namespace, variant: str, mode: str, precision: str) -> None:
+        self.name = (variant, mode, precision)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", variant, mode, precision]
+        for key in SHAPE_ARGS:
+            value = getattr(args, key)
+            if value is True:
+                cmd.append(f"--{key.replace('_', '-')}")
+            elif value is not False:
+                cmd.append(f"--{key.replace('_', '-')}={value}")
+        cmd.append(f"--warmup={args.warmup}")
+        # A fresh inductor cache: the first step's time is what a first compiled run pays
+        self.cache = tempfile.TemporaryDirectory(prefix="inductor-cache-")
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": self.cache.name}
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        started = self.receive()
+        self.error = started.get("error")
+        self.first_step_s = started.get("first_step_s")
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.receive()
+
+    def receive(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} exited with code {self.process.wait()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+        self.cache.cleanup()
+
+
+def measure(args: argparse.Namespace, precision: str) -> dict:
+    """Per configuration of ``precision``: per-round median step times, first-step time and memory, or the error
+    that stopped it."""
+    workers, failed = [], {}
+    try:
+        for variant, mode in itertools.product(args.variants, args.modes):
+            worker = Worker(args, variant, mode, precision)
+            if worker.error:
+                failed[worker.name] = {"error": worker.error}
+                worker.close()
+                continue
+            workers.append(worker)
+            print(f"#   started {variant} {mode} {precision} (first step {worker.first_step_s:.1f} s)",
+                  file=sys.stderr, flush=True)
+        rounds: dict[tuple, list[float]] = {w.name: [] for w in workers}
+        for r in range(args.rounds):
+            for worker in workers if r % 2 == 0 else workers[::-1]:
+                rounds[worker.name].append(statistics.median(worker.ask(f"run {args.steps}")["times"]))
+        return {**{w.name: {"rounds": rounds[w.name], "first_step_s": w.first_step_s, **w.ask("memory")}
+                   for w in workers}, **failed}
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def ratio(results: dict, a: tuple, b: tuple) -> str:
+    """Median and range over rounds of the per-round time ratio a / b."""
+    if "rounds" not in results.get(a, {}) or "rounds" not in results.get(b, {}):
+        return ""
+    ratios = sorted(x / y for x, y in zip(results[a]["rounds"], results[b]["rounds"]))
+    return f"{statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]"
 
 
 def main() -> None:
@@ -91,49 +197,56 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--decoder-width", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=3, help="steps per configuration and round")
+    parser.add_argument("--warmup", type=int, default=2, help="steps after the first, before timing")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
                         help="default: fp32, plus bf16 where the device computes it natively")
-    parser.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"])
-    # One configuration, in this process (used by the driver below).
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--precision", help=argparse.SUPPRESS)
-    parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--serve", nargs=3, metavar=("VARIANT", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    if args.variant:
-        print(json.dumps(run_one(args)))
+    if args.serve:
+        args.variant, args.mode, args.precision = args.serve
+        serve(args)
         return
 
+    from spark.engine.precision import native_bf16
+
     native, evidence = native_bf16(torch.device(args.device))
-    args.precisions = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
+    precisions = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
     print(f"# CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 {'native' if native else 'emulated'}: "
-          f"{evidence}")
-    print(f"# {args.arch} {args.input_size}px batch {args.batch} decoder {args.decoder_width}, {args.device}, "
-          f"{args.threads} threads, median of {args.steps} steps")
-    print(f"{'variant':<10}{'precision':<11}{'layout':<15}{'ms/step':>9}{'img/s':>8}{'peak MB':>9}")
+          f"{evidence}; torch {torch.__version__}")
+    print(f"# {args.arch} {args.input_size} px, batch {args.batch}, decoder width {args.decoder_width}, "
+          f"{'channels_last' if args.channels_last else 'contiguous'}, {args.device}, {args.threads} threads; "
+          f"{args.rounds} alternating rounds of {args.steps} steps")
     results = {}
-    for variant, precision, layout in itertools.product(args.variants, args.precisions, args.layouts):
-        cmd = [sys.executable, __file__, "--variant", variant, "--precision", precision]
-        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                if k in ("arch", "input_size", "batch", "decoder_width", "steps", "warmup", "threads", "device")]
-        cmd += ["--channels-last"] if layout == "channels_last" else []
-        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        results[variant, precision, layout] = out
-        print(f"{variant:<10}{precision:<11}{layout:<15}{out['ms_per_step']:>9.0f}{out['img_per_s']:>8.1f}{out['peak_mb']:>9.0f}", flush=True)
-
-    def ms(*key):
-        return results[key]["ms_per_step"] if key in results else float("nan")
-
-    print(f"sparse / zero_out (fp32, contiguous): {ms('sparse', 'fp32', 'contiguous') / ms('zero_out', 'fp32', 'contiguous'):.3f}")
-    if "bf16" in args.precisions:
-        print(f"sparse fp32 / bf16+channels_last:     "
-              f"{ms('sparse', 'fp32', 'contiguous') / ms('sparse', 'bf16', 'channels_last'):.2f}x")
+    for precision in precisions:
+        results.update(measure(args, precision))
+    print("| variant | mode | precision | ms/step | img/s | first step s | peak MB | step MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (variant, mode, precision), r in results.items():
+        if "error" in r:
+            print(f"| {variant} | {mode} | {precision} | failed: {r['error']} | | | | |")
+            continue
+        ms = statistics.median(r["rounds"]) * 1000
+        print(f"| {variant} | {mode} | {precision} | {ms:.0f} | {args.batch / ms * 1000:.1f} | "
+              f"{r['first_step_s']:.1f} | {r['peak_mb']:.0f} | {r['step_mb']:.0f} |")
+    print("\n| time ratio (median of per-round ratios [range]) | " + " | ".join(
+        f"{mode} {precision}" for precision in precisions for mode in args.modes) + " |")
+    print("|---|" + "---|" * (len(precisions) * len(args.modes)))
+    for a, b in (("sparse", "zero_out"), ("sparse", "dense"), ("zero_out", "dense")):
+        print(f"| {a} / {b} | " + " | ".join(ratio(results, (a, m, p), (b, m, p))
+                                           for p in precisions for m in args.modes) + " |")
+    if set(MODES) <= set(args.modes):
+        print("\n| compiled / eager | " + " | ".join(precisions) + " |")
+        print("|---|" + "---|" * len(precisions))
+        for variant in args.variants:
+            print(f"| {variant} | " + " | ".join(ratio(results, (variant, "compiled", p), (variant, "eager", p))
+                                                for p in precisions) + " |")
 
 
 if __name__ == "__main__":

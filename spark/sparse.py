@@ -10,23 +10,31 @@ parameter names are untouched, so the state_dict is still a plain timm state_dic
 
 The visible cells are not global state: every converted layer holds the same :class:`ActiveMask`, which the owner
 sets for the duration of one forward call (``with active_mask.use(active): ...``).
+
+Masking costs a pass over a map, so it is done only where needed: a conv or pool whose output goes only into
+norms that ignore masked positions (a conv feeding a BN, found on the network's torch.fx graph) skips it.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
 import timm.layers
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.fx
 from timm.layers.cbam import CbamModule, LightCbamModule
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import Tensor, nn
 
+from .masked_bn import masked_batch_norm
 from .masking import upsample_active
+
+logger = logging.getLogger(__name__)
 
 
 class ActiveMask:
@@ -77,11 +85,17 @@ class SparseLayer:
 
 
 class MaskedOutput(SparseLayer):
-    """Zero the output at masked positions (NCHW): convolutions, pooling, channels-first LayerNorm."""
+    """Zero the output at masked positions (NCHW): convolutions, pooling, channels-first LayerNorm.
+
+    ``masks_output`` is cleared by :func:`sparsify` where every consumer of the output is a norm that ignores
+    masked positions and zeroes them itself (a conv feeding a BN): masking there would be a wasted pass.
+    """
+
+    masks_output: bool = True
 
     def forward(self, x: Tensor) -> Tensor:
         out = super().forward(x)
-        return out * self.active_mask.like(out)
+        return out * self.active_mask.like(out) if self.masks_output else out
 
 
 class MaskedChannelsLastOutput(SparseLayer):
@@ -97,13 +111,10 @@ class MaskedChannelsLastOutput(SparseLayer):
 
 
 class MaskedBatchNorm(SparseLayer):
-    """BatchNorm whose statistics (and running statistics) cover visible positions only.
+    """BatchNorm whose statistics (and running statistics) cover visible positions only (see :mod:`.masked_bn`).
 
-    Equal to gathering the visible (B, H, W) sites into an (N, C) matrix, applying BatchNorm1d and scattering
-    back into zeros, but computed from masked moments: no data-dependent shapes and no host-device sync. The
-    moments are taken about a per-channel shift near the mean, which keeps them as accurate as the gathered
-    BatchNorm's in fp32. With ``sync`` set (see :func:`convert_sync_batchnorm`) the moments of all processes
-    are gathered and merged exactly, as torch's SyncBatchNorm does.
+    With ``sync`` set (see :func:`convert_sync_batchnorm`) the moments of all processes are gathered and merged
+    exactly, as torch's SyncBatchNorm does.
     """
 
     sync: bool = False
@@ -112,72 +123,18 @@ class MaskedBatchNorm(SparseLayer):
         return self.normalize(x)
 
     def normalize(self, x: Tensor) -> Tensor:
-        mask = self.active_mask.like(x)
-        if self.training or self.running_mean is None:
-            mean, var = self._visible_moments(x, mask)
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
-        out = torch.addcmul(shift[:, None, None].to(x.dtype), x, scale[:, None, None].to(x.dtype))
-        return out * mask
-
-    def _visible_moments(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and biased variance over visible sites (in at least fp32); updates running stats in training.
-
-        One pass over ``x`` for both moments, which keeps the masked BN close to the cost of the fused dense one:
-        the sum and sum of squares of ``d = x - shift``, ``shift`` a constant near the mean (:func:`_mean_estimate`).
-        The relative rounding error of var = E[d^2] - E[d]^2 then grows as 1 + (mean - shift)^2 / var instead of
-        1 + mean^2 / var. The shift changes the rounding only, not the result nor its gradient.
-        """
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        shift = _mean_estimate(x, mask, dtype)
-        centered = (x - shift[:, None, None]).mul_(mask)
-        count = mask.sum(dtype=dtype)
-        total = centered.sum((0, 2, 3))
-        offset = total / count.clamp_min(1)
-        mean = shift + offset
-        deviations = (centered.square().sum((0, 2, 3)) - total * offset).clamp_min(0)
-        if self.sync and dist.is_available() and dist.is_initialized():
-            moments = torch.cat([count.reshape(1), mean, deviations])
-            count, mean, deviations = _merge_moments(dist_fn.all_gather(moments))
-        var = deviations / count.clamp_min(1)
+        """Arguments chosen as torch's ``_BatchNorm.forward`` chooses them for ``F.batch_norm``."""
+        momentum = self.momentum
         if self.training and self.track_running_stats:
-            self._update_running_stats(mean, deviations / (count - 1).clamp_min(1))
-        return mean, var
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
-        self.num_batches_tracked.add_(1)
-        factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
-
-
-@torch.no_grad()
-def _mean_estimate(x: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """A per-channel value near the visible mean at the cost of 1/B of a pass: the first image's visible mean.
-
-    0 if that image has no visible site, which only leaves the moments unshifted.
-    """
-    first = mask[:1]
-    return (x[:1] * first).sum((0, 2, 3), dtype=dtype) / first.sum(dtype=dtype).clamp_min(1)
-
-
-def _merge_moments(parts: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    """Count, mean and sum of squared deviations of a union from each part's ``cat([count, mean, deviations])``.
-
-    Chan et al.'s parallel formula: the parts' moments have different shifts, so their sums cannot be added.
-    """
-    channels = (parts[0].numel() - 1) // 2
-    counts, means, deviations = torch.stack(parts).split([1, channels, channels], dim=1)
-    count = counts.sum()
-    mean = (counts * means).sum(0) / count.clamp_min(1)
-    return count, mean, deviations.sum(0) + (counts * (means - mean).square()).sum(0)
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        keep_running = not self.training or self.track_running_stats
+        return masked_batch_norm(
+            x, self.active_mask.like(x), self.weight, self.bias,
+            self.running_mean if keep_running else None, self.running_var if keep_running else None,
+            training=self.training or self.running_mean is None, momentum=momentum, eps=self.eps,
+            sync=self.sync and dist.is_available() and dist.is_initialized())
 
 
 class MaskedBatchNormAct(MaskedBatchNorm):
@@ -234,19 +191,82 @@ def sparsify(module: nn.Module, active_mask: ActiveMask) -> nn.Module:
 
     Returns ``module``. Raises ``TypeError`` for a layer whose statistics would span masked positions.
     """
+    normalized = _outputs_only_normalized(module)
+    _convert(module, active_mask)
+    for layer in normalized:
+        layer.masks_output = False
+    return module
+
+
+def _convert(module: nn.Module, active_mask: ActiveMask) -> None:
     if isinstance(module, SparseLayer):
         module.active_mask = active_mask
-        return module
+        return
     if isinstance(module, _UNSUPPORTED):
         raise TypeError(f"{type(module).__name__} has no sparse version: its statistics would include masked positions")
     for bases, mixin in _CONVERSIONS:
         if isinstance(module, bases):
             module.__class__ = _sparse_class(mixin, type(module))
             module.active_mask = active_mask
-            return module
+            return
     for child in module.children():
-        sparsify(child, active_mask)
-    return module
+        _convert(child, active_mask)
+
+
+# Layers that become MaskedOutput, and the norms that make their masking redundant: masked BNs leave masked
+# positions out of their statistics and zero them in their output; LayerNorm2d normalises each position alone
+# and zeroes masked ones.
+_MASKED_OUTPUT_BASES = next(bases for bases, mixin in _CONVERSIONS if mixin is MaskedOutput)
+_ABSORBING_NORMS = (nn.BatchNorm2d, timm.layers.LayerNorm2d)
+
+
+class _LayerTracer(torch.fx.Tracer):
+    """Traces a network down to the layers :func:`sparsify` converts, which stay calls."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _CONVERTED_BASES) or super().is_leaf_module(m, qualname)
+
+
+_CONVERTED_BASES = tuple(base for bases, _ in _CONVERSIONS for base in bases)
+
+
+class _Outputs(nn.Module):
+    """What a network returns to SparK: every stage's map when it has ``forward_intermediates``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor):
+        if hasattr(self.module, "forward_intermediates"):
+            return self.module.forward_intermediates(x, intermediates_only=True)
+        return self.module(x)
+
+
+def _outputs_only_normalized(module: nn.Module) -> list[nn.Module]:
+    """The conv/pool layers of ``module`` called once whose output is used by absorbing norms only.
+
+    Found on the torch.fx graph of the dense network, which sees every use (functional ones too). A network fx
+    cannot trace keeps every mask: this only saves time.
+    """
+    try:
+        graph = _LayerTracer().trace(_Outputs(module))
+    except Exception as err:  # noqa: BLE001 - any tracing failure just means no saving
+        logger.debug("%s not traceable by torch.fx (%s): every sparse layer masks its output",
+                     type(module).__name__, err)
+        return []
+    root = _Outputs(module)
+    calls = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
+    found = []
+    for node in graph.nodes:
+        if node.op != "call_module" or calls[node.target] != 1:
+            continue
+        layer = root.get_submodule(node.target)
+        if isinstance(layer, _MASKED_OUTPUT_BASES) and node.users and all(
+                user.op == "call_module" and isinstance(root.get_submodule(user.target), _ABSORBING_NORMS)
+                for user in node.users):
+            found.append(layer)
+    return found
 
 
 def convert_sync_batchnorm(module: nn.Module, dense: bool = True) -> nn.Module:

@@ -23,7 +23,10 @@ class GatherBatchNorm(MaskedBatchNorm, nn.BatchNorm2d):
         visible = self.active_mask.at(x.shape[-2:])[:, 0]
         rows = x.permute(0, 2, 3, 1)[visible]
         var, mean = torch.var_mean(rows, 0, correction=0)
-        self._update_running_stats(mean, var * len(rows) / (len(rows) - 1))
+        with torch.no_grad():  # momentum None: the running statistics become this batch's
+            self.num_batches_tracked.add_(1)
+            self.running_mean.copy_(mean)
+            self.running_var.copy_(var * len(rows) / (len(rows) - 1))
         out = (rows - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1]).index_put((visible,), out).permute(0, 3, 1, 2)
 

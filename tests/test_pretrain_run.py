@@ -26,7 +26,7 @@ from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
     DDP_RTOL, assert_all_close, assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint,
-    run_two_gloo_ranks, single_threaded,
+    record_train_steps, run_two_gloo_ranks, single_threaded,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -146,7 +146,7 @@ from helpers import record_train_steps
 torch.set_num_threads(1)
 masks = []
 draw = SparK.mask
-def mask(self, *args, **kwargs):  # SparK.forward draws one mask per (micro-)batch
+def mask(self, *args, **kwargs):  # the trainer draws one mask per (micro-)batch
     masks.append(draw(self, *args, **kwargs))
     return masks[-1]
 SparK.mask = mask
@@ -230,6 +230,63 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_pa
         assert_all_close(r["masked_bn"], bns, DDP_RTOL, f"rank {rank}: masked BN running statistics")
         assert r["synced"] and all(r["synced"]), "masked BNs must synchronise their moments under DDP"
     assert_same_weights(ranks[0]["params"], ranks[1]["params"])
+
+
+def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, monkeypatch):
+    """``compile: true``: every step's fp32 loss is the eager model's on the same weights, images and mask (to
+    1e-5); the mask is a graph input, so new masks, steps and epochs compile nothing new; the checkpoint keeps the
+    plain parameter names, a longer run resumes from it, and run.json records the decision."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    masks, graphs = [], []
+    draw, run_epoch = SparK.mask, trainer_module.Pretrainer.run_epoch
+
+    def recording_mask(self, *args, **kwargs):
+        masks.append(draw(self, *args, **kwargs))
+        return masks[-1]
+
+    def counting_epoch(self, epoch):
+        record = run_epoch(self, epoch)
+        graphs.append(counters["stats"]["unique_graphs"])
+        return record
+
+    monkeypatch.setattr(SparK, "mask", recording_mask)
+    monkeypatch.setattr(trainer_module.Pretrainer, "run_epoch", counting_epoch)
+    monkeypatch.setattr(trainer_module, "train_step", trainer_module.train_step)  # restored after the test
+    steps = record_train_steps(trainer_module, draws=masks)
+    config = tiny(images, epochs=2, compile=True, precision="fp32", deterministic=False)
+    pretrain(config, tmp_path / "run")
+
+    assert len(steps) == 8 and len(graphs) == 2
+    assert graphs[0] >= 1 and graphs[1] == graphs[0], f"graphs compiled by the end of each epoch: {graphs}"
+    eager = trainer_module.build_model(config).train()
+    for i, step in enumerate(steps):
+        eager.load_state_dict(step["weights"], strict=False)
+        [active] = step["draws"]
+        with torch.no_grad():
+            loss = eager(step["batch"], active).item()
+        assert abs(loss - step["loss"]) <= 1e-5, f"step {i + 1}: compiled {step['loss']:.8f}, eager {loss:.8f}"
+    assert list(model_state(tmp_path / "run")) == list(eager.state_dict())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["compile"] == "compiled (compiled as configured)"
+
+    # Killed after its first epoch's checkpoint, a compiled run resumes to the uninterrupted run's weights.
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return run_epoch(self, epoch)
+
+    monkeypatch.setattr(trainer_module.Pretrainer, "run_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, tmp_path / "killed")
+    monkeypatch.setattr(trainer_module.Pretrainer, "run_epoch", run_epoch)
+    pretrain(config, tmp_path / "killed")
+    assert json.loads((tmp_path / "killed" / "run.json").read_text())["resumed"] is True
+    weights = [{k: v for k, v in model_state(tmp_path / run).items() if v.is_floating_point()}
+               for run in ("killed", "run")]
+    assert_all_close(*weights, 1e-6, "resumed compiled run")
 
 
 def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Training machinery shared by pretraining and fine-tuning: processes, precision, schedules, data order,
 one optimizer step, checkpoints, progress and metrics. Nothing here knows about SparK."""
 from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
+from .compilation import AUTO_MIN_STEPS, Compilation, CompileSetting
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
 from .epochs import CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, resume_state
@@ -13,8 +14,11 @@ from .rng import derive_seed, seed_all, seeded, set_deterministic
 from .schedule import apply_lr_wd, cosine, warmup_cosine
 
 __all__ = [
+    "AUTO_MIN_STEPS",
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
+    "Compilation",
+    "CompileSetting",
     "DVCLIVE_DIR",
     "DistEnv",
     "EpochTrainer",

@@ -16,7 +16,7 @@ from spark.config import (
     ConfigError, apply_override, branch_section, changed_keys, load_params, parse_section, require,
 )
 from spark.encoder import Scales, create_encoder
-from spark.engine import PrecisionName
+from spark.engine import CompileSetting, PrecisionName
 from spark.masking import num_visible
 from spark.model import DensifyNorm, EncoderMode, LossOn, SparK, build_spark
 
@@ -53,7 +53,7 @@ class PretrainConfig:
     num_workers: int = 8
     precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
     channels_last: bool = False
-    compile: bool = False
+    compile: CompileSetting = "auto"  # torch.compile; auto: runs long enough to pay (spark.engine.compilation)
     save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     seed: int = 0
     deterministic: bool = False

@@ -19,7 +19,7 @@ import torch
 from spark import convert_sync_batchnorm, load_checkpoint
 from spark.config import ConfigError, to_dict
 from spark.engine import (
-    DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd, cosine, derive_seed,
+    Compilation, DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd, cosine, derive_seed,
     distributed_env, epoch_bar, resume_state, save_state, seed_all, set_deterministic, set_epoch, train_loader,
     train_step, unwrap, warmup_cosine, wrap_ddp,
 )
@@ -52,7 +52,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path 
         provenance = recorded_run(run_dir, "pretrain", to_dict(config), config.seed) if env.is_main else nullcontext({})
         with provenance as info:
             info.update(init=str(init_from) if init_from else None, resumed=trainer.start_epoch > 0,
-                        precision=trainer.precision.describe())
+                        precision=trainer.precision.describe(), compile=trainer.compilation.describe())
             return trainer.fit()
 
 
@@ -90,10 +90,10 @@ class Pretrainer(EpochTrainer):
         self.optimizer = build_optimizer(model, config)
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        distributed = wrap_ddp(model, env)
-        self.step_model = torch.compile(distributed) if config.compile else distributed
-
         self.start_epoch = state["epoch"] if state is not None else 0
+        self.compilation = Compilation.resolve(config.compile, (config.epochs - self.start_epoch) * self.iters,
+                                               env.device, self.precision.name)
+        self.step_model = self.compilation.apply(wrap_ddp(model, env))
         self.history: list[dict[str, float]] = state["history"] if state is not None else []
         self.loader = train_loader(ImageFiles(paths, train_transform(config.input_size), config.skip_bad_images),
                                    batch_size=config.global_batch // env.world_size, env=env, seed=config.seed,
@@ -120,7 +120,7 @@ class Pretrainer(EpochTrainer):
             apply_lr_wd(self.optimizer, lr, wd)
             where = f"epoch {epoch}/{config.epochs}, iteration {it + 1}/{self.iters}"
             result = train_step(self.step_model, self.optimizer, self.precision.prepare_input(images, env.device),
-                                self.step_model, where=where, micro_batch=config.micro_batch,
+                                self.loss, where=where, micro_batch=config.micro_batch,
                                 clip=config.clip or None, precision=self.precision)
             loss_sum += result.loss
             grad_norm_sum += result.grad_norm
@@ -139,6 +139,11 @@ class Pretrainer(EpochTrainer):
         if config.skip_bad_images:
             record["bad_images"] = skipped_total
         return record
+
+    def loss(self, images: torch.Tensor) -> torch.Tensor:
+        """The SparK loss of a batch under a fresh random mask, drawn outside the (possibly compiled) model: the
+        compiled graph takes it as an input, so it compiles once and draws the same masks as the eager model."""
+        return self.step_model(images, self.model.mask(len(images), images.device))
 
     def save(self, epoch: int) -> None:
         """Checkpoint after ``epoch`` (rank 0)."""
@@ -169,3 +174,4 @@ class Pretrainer(EpochTrainer):
                     f", micro-batches of {config.micro_batch}" if config.micro_batch else "", config.peak_lr,
                     self.precision.name, env.device)
         self.precision.log(logger)
+        self.compilation.log(logger)

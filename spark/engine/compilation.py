@@ -1,0 +1,74 @@
+"""Whether a run compiles its model with ``torch.compile``, and why (``compile: auto``).
+
+Compiling fuses the elementwise work between convolutions (masks, norm apply, activations) into few kernels, but
+its first step spends a minute or more compiling, and a mini run lasts minutes. ``auto`` therefore compiles only
+runs of at least :data:`AUTO_MIN_STEPS` optimizer steps, on a device with a compiler backend (Triton on CUDA, a
+C++ compiler on CPU), and not bf16 on a CPU: there inductor's vectorised kernels gave NaN gradients for a plain
+timm ResNet-18 (torch 2.14.1, AVX512; correct with vectorisation off), which would stop the run. The figures
+behind the threshold are in README "Benchmarks".
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+CompileSetting = Literal["auto"] | bool
+
+# Break-even on a 2-core CPU (resnet18, 128 px, batch 32): a compile costing ~C s and saving ~s s per step pays
+# after C / s steps (a few hundred); 2000 keeps the compile under a tenth of the saving it buys.
+AUTO_MIN_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """``enabled``: the model is wrapped in ``torch.compile``; ``reason`` says why (logs and run.json)."""
+
+    enabled: bool = False
+    reason: str = ""
+    warning: str = ""  # a risk the configuration takes, logged at the start of the run
+
+    @classmethod
+    def resolve(cls, requested: CompileSetting, steps: int, device: torch.device, precision: str = "fp32"
+                ) -> Compilation:
+        """The decision for a run of ``steps`` optimizer steps on ``device`` in ``precision`` (fp32 or bf16)."""
+        if requested == "auto":
+            backend = _backend_missing(device)
+            if backend:
+                return cls(False, f"auto: {backend}")
+            if device.type == "cpu" and precision == "bf16":
+                return cls(False, "auto: inductor's CPU bf16 kernels gave NaN gradients (torch 2.14)")
+            if steps < AUTO_MIN_STEPS:
+                return cls(False, f"auto: {steps} steps < {AUTO_MIN_STEPS}, compiling would not pay")
+            return cls(True, f"auto: {steps} steps >= {AUTO_MIN_STEPS}")
+        if requested and device.type == "cpu" and precision == "bf16":
+            return cls(True, "compiled as configured", "compiled bf16 on a CPU: inductor's kernels gave NaN gradients "
+                       "in torch 2.14; the run stops at the first non-finite gradient (set compile: auto)")
+        return cls(requested, f"{'compiled' if requested else 'eager'} as configured")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return torch.compile(model) if self.enabled else model
+
+    def describe(self) -> str:
+        return f"{'compiled' if self.enabled else 'eager'} ({self.reason})"
+
+    def log(self, logger) -> None:
+        if self.warning:
+            logger.warning(self.warning)
+        logger.info("model %s", self.describe())
+
+
+def _backend_missing(device: torch.device) -> str:
+    """Why inductor could not compile for ``device`` ('' if it can)."""
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "no triton for CUDA kernels"
+        return ""
+    if device.type == "cpu":
+        return "" if any(shutil.which(cc) for cc in ("g++", "clang++", "c++")) else "no C++ compiler for CPU kernels"
+    return f"no compile policy for {device.type} devices"
