@@ -9,6 +9,7 @@ behind the threshold are in README "Benchmarks".
 """
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass
 from typing import Literal
@@ -64,11 +65,7 @@ class Compilation:
 def _backend_missing(device: torch.device) -> str:
     """Why inductor could not compile for ``device`` ('' if it can)."""
     if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "no triton for CUDA kernels"
-        return ""
+        return "" if importlib.util.find_spec("triton") else "no triton for CUDA kernels"
     if device.type == "cpu":
         return "" if any(shutil.which(cc) for cc in ("g++", "clang++", "c++")) else "no C++ compiler for CPU kernels"
     return f"no compile policy for {device.type} devices"
