@@ -220,14 +220,14 @@ _MASKED_OUTPUT_BASES = next(bases for bases, mixin in _CONVERSIONS if mixin is M
 _ABSORBING_NORMS = (nn.BatchNorm2d, timm.layers.LayerNorm2d)
 
 
+_CONVERTED_BASES = tuple(base for bases, _ in _CONVERSIONS for base in bases)
+
+
 class _LayerTracer(torch.fx.Tracer):
     """Traces a network down to the layers :func:`sparsify` converts, which stay calls."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, _CONVERTED_BASES) or super().is_leaf_module(m, qualname)
-
-
-_CONVERTED_BASES = tuple(base for bases, _ in _CONVERSIONS for base in bases)
 
 
 class _Outputs(nn.Module):
