@@ -50,6 +50,12 @@ lock:
 	mv $(LOCK).new $(LOCK)
 	sed -i -E "s/^(# requirements.lock sha256: ).*/\1$$(sha256sum $(LOCK) | cut -d' ' -f1)/" workflow/envs/*.yaml
 
+# dvc.yaml is generated from the DAG's one definition (eval/pipeline/dag.py's Layout and every stage's imports,
+# eval/pipeline/stage_code.py): `make dvc.yaml` rewrites it. Phony, since what it depends on is the whole code.
+.PHONY: dvc.yaml
+dvc.yaml: setup
+	$(BIN)/python -m eval.pipeline.dvc_yaml
+
 test: setup
 	$(BIN)/python -m pytest -q
 

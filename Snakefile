@@ -4,29 +4,29 @@
     snakemake --cores all --configfile configs/smoke.yaml     # another preset (one whole params file)
     snakemake --workflow-profile workflow/profiles/slurm --configfile configs/paper.yaml
 
-Every rule is a thin shell over a ``python -m`` entry point that reads the same params file as DVC's dvc.yaml;
-the branches and their paths come from eval/dag.py.
+Every rule is a thin shell over ``python -m eval.cli STAGE``, the command dvc.yaml runs, on the same params file.
+The branches come from eval/pipeline/dag.py, and every path (outputs, logs, benchmarks) from its Layout, called here
+with wildcards; eval/pipeline/dvc_yaml.py calls it with DVC's placeholders to write dvc.yaml.
 """
 from pathlib import Path
 
-from eval.dag import (
-    METHOD, SCRATCH, Layout, detection_branches, finetune_branches, label_regimes, layout, pretrain_branches,
-    pretrain_seed, workflow_params,
+from eval.data.config import DataConfig
+from eval.data.paths import classification_data, detection_data
+from eval.pipeline.branches import METHOD, branch_section
+from eval.pipeline.dag import (
+    SCRATCH, detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
+    workflow_params,
 )
-from eval.launch import stage_resources
-from eval.stage_code import code_files
-from spark.data.config import DataConfig
-from spark.data.paths import classification_data, detection_data
-from spark.config import branch_section, parse_section
+from eval.pipeline.resources import stage_resources
+from eval.pipeline.stage_code import code_files
 from spark.provenance import params_hash
 
 PARAMS_FILE, PARAMS = workflow_params(workflow.configfiles, config)
 LAYOUT = layout(PARAMS)
-DATA = parse_section(PARAMS, "data", DataConfig)
+DATA = DataConfig.parse(PARAMS)
 CLASSIFICATION_MANIFEST = str(classification_data(DATA).manifest)
 DETECTION_MANIFEST = str(detection_data(DATA).manifest)
 VARIANTS = [METHOD, *(PARAMS["ablations"] or {})]
-LOGS = f"{LAYOUT.runs}/logs"
 
 
 def resources_of(stage):
@@ -35,9 +35,22 @@ def resources_of(stage):
     return {"mem_mb": r.mem_mb, "runtime": r.runtime, "gpu": r.gpus}
 
 
+def threads_of(stage):
+    """The threads a stage's job gets (one where params.yaml leaves them to torch's default)."""
+    return stage_resources(PARAMS, stage).threads or 1
+
+
 def stage_code(stage):
     """The project files a stage's jobs run, as inputs: editing one reruns the jobs it can affect (as in DVC)."""
     return code_files(stage, Path(workflow.basedir))
+
+
+def init_encoder(wildcards):
+    """The encoder a fine-tuning or detection job starts from: none for scratch, else its pretraining run's
+    (every seed starts from the one pretraining, made with pretrain_seed)."""
+    if wildcards.init == SCRATCH:
+        return []
+    return [LAYOUT.encoder(wildcards.model, wildcards.init, pretrain_seed(PARAMS))]
 
 
 def section_hash(stage, model=None, variant=None, regime=None):

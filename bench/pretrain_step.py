@@ -41,7 +41,7 @@ def build_step(args: argparse.Namespace):
     """One training step of the configuration in ``args`` on a fixed synthetic batch, as a closure."""
     from timm.optim import Lamb
 
-    from spark import build_spark
+    from spark.model import SparKConfig, build_spark
     from spark.encoder import create_encoder
     from spark.engine import Precision, train_step
 
@@ -57,12 +57,13 @@ def build_step(args: argparse.Namespace):
         def loss_fn(x):
             return sum(f.float().square().mean() for f in forward(x, indices=indices, intermediates_only=True))
     else:
-        model = build_spark(args.arch, args.input_size, decoder_width=args.decoder_width, encoder_mode=args.variant)
-        active = model.mask(args.batch, device, generator=generator)
+        model = build_spark(SparKConfig(arch=args.arch, input_size=args.input_size, decoder_width=args.decoder_width,
+                                        encoder_mode=args.variant))
+        visible = model.sample_visible(args.batch, device, generator=generator)
         forward = model
 
         def loss_fn(x):
-            return forward(x, active)
+            return forward(x, visible)
 
     model = precision.prepare_model(model.to(device).train())
     images = precision.prepare_input(images, device)
@@ -71,7 +72,7 @@ def build_step(args: argparse.Namespace):
     optimizer = Lamb(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
 
     def step() -> None:
-        train_step(model, optimizer, images, loss_fn, where="bench", clip=5.0, precision=precision)
+        train_step(loss_fn, optimizer, images, ddp=model, where="bench", clip=5.0, precision=precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 from spark.config import load_params
 from spark.io import load_torch
-from spark.pretrain import PretrainConfig, load_pretrain_config, pretrain
+from eval.pipeline.branches import branch_config
+from spark.pretrain import PretrainConfig, pretrain
 from spark.pretrain.data import list_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,8 @@ PRESETS = {"smoke": REPO / "configs/smoke.yaml", "mini": REPO / "params.yaml"}
 
 
 def preset_config(path: Path) -> PretrainConfig:
-    return load_pretrain_config(path, model=next(iter(load_params(path)["models"])))
+    params = load_params(path)
+    return branch_config(params, PretrainConfig, model=next(iter(params["models"])))
 
 
 def synthetic_images(root: Path, count: int, size: int = 128) -> Path:
@@ -81,7 +83,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     if args.params:
-        configs = {args.params.stem: load_pretrain_config(args.params, model=args.model)}
+        params = load_params(args.params)
+        configs = {args.params.stem: branch_config(params, PretrainConfig, model=args.model)}
     else:
         configs = {name: preset_config(PRESETS[name]) for name in args.preset or PRESETS}
     data_dir = args.data.resolve()

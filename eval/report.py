@@ -1,23 +1,19 @@
-"""The tables stage: ``spark report --params params.yaml`` (``python -m eval.report``) writes ``results/<preset>/``.
+"""The tables stage: ``spark report --params params.yaml`` writes ``results/<preset>/``.
 
 Markdown, CSV and LaTeX for each table, the figures, and ``REPORT.md`` tying every cell to its run.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
-from spark.config import branch_section, load_params, parse_section
-from spark.data.config import DataConfig
-from spark.errors import run_command
+from eval.data.config import DataConfig
 from spark.io import write_text
 
 from . import figures, reference
-from .dag import ablation_regimes, check_shape, layout
+from .pipeline.branches import branch_section
+from .pipeline.dag import ablation_regimes, check_shape
 from .tables import (
     ablation_table, claims_table, coco_table, display, display_claims, imagenet_table, load_runs, provenance_table,
 )
@@ -53,7 +49,7 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     runs = load_runs(params, root)
     archs = {m: branch_section(params, "finetune", model=m)["finetune"]["arch"] for m in params["models"]}
     out.mkdir(parents=True, exist_ok=True)
-    data = parse_section(params, "data", DataConfig)
+    data = DataConfig.parse(params)
     claims = claims_table(params, runs)
     sections = [
         (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
@@ -83,19 +79,3 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     path = out / "REPORT.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.report") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--out", type=Path, help="default: results/<preset>")
-    args = parser.parse_args(argv)
-
-    def run() -> None:
-        params = load_params(args.params)
-        print(f"wrote {report(params, args.out or Path(layout(params).results))}")
-
-    return run_command(prog, run)
-
-if __name__ == "__main__":
-    sys.exit(main())

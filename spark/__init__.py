@@ -1,28 +1,9 @@
 """SparK: BERT-style sparse and hierarchical masked modeling for any timm convnet (arXiv 2301.03580).
 
-The public names load lazily, so that ``spark.data`` and the CLIs do not pay for importing torch and timm
-until they use the model.
+The method: :mod:`spark.model` (build a :class:`~spark.model.SparK` from a :class:`~spark.model.SparKConfig`),
+made of :mod:`spark.encoder` and :mod:`spark.sparse` (the unmodified timm encoder made sparse), :mod:`spark.densify`,
+:mod:`spark.decoder` and :mod:`spark.loss`; :mod:`spark.weights` loads every checkpoint layout;
+:mod:`spark.engine` is the training machinery and :mod:`spark.pretrain` the pretraining run built on it. Import
+from those modules: this package exports nothing itself, so that ``spark.config`` or ``spark.io`` alone does not
+import the model.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "ActiveMask": "spark.sparse",
-    "convert_sync_batchnorm": "spark.sparse",
-    "sparsify": "spark.sparse",
-    "SparK": "spark.model",
-    "build_spark": "spark.model",
-    "CheckpointError": "spark.checkpoint",
-    "LoadReport": "spark.checkpoint",
-    "load_checkpoint": "spark.checkpoint",
-    "read_encoder_state_dict": "spark.checkpoint",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'spark' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,7 +1,7 @@
 """params.yaml: one file for every stage, validated up front, with dotted overrides.
 
-Each stage declares its section as a dataclass (``PretrainConfig``, ``FinetuneConfig`` ...) and parses it with
-:func:`parse_section`. A bad value fails before any data is read, with one line naming the key::
+Each stage declares its section as a :class:`Section` dataclass (``PretrainConfig``, ``FinetuneConfig`` ...) and
+parses it with ``Config.parse(params)``. A bad value fails before any data is read, with one line naming the key::
 
     params: pretrain.mask_ratio: must be in (0, 1), got 1.5
 """
@@ -12,7 +12,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar, Union
+from typing import Any, ClassVar, Iterable, Literal, TypeVar, Union
 
 import yaml
 
@@ -70,29 +70,14 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None,
-                   regime: str | None = None) -> dict[str, Any]:
-    """Section ``name`` for one DAG branch: the base section, then ``arch: model`` (a model is named by its timm
-    architecture unless ``models[model][name]`` sets ``arch``), then ``models[model][name]``, then (pretraining
-    only) the ablation ``ablations[variant]``, then (fine-tuning only) the label regime ``label_regimes[regime]``.
-    Returns a new ``params`` with that section resolved."""
-    if name not in params:
-        raise ConfigError(f"params: missing section '{name}'")
-    section = params[name]
-    if model is not None:
-        models = params.get("models") or {}
-        if model not in models:
-            raise ConfigError(f"params: models.{model}: unknown model (known: {', '.join(models) or 'none'})")
-        section = merge({**section, "arch": model}, (models[model] or {}).get(name) or {})
-    for key, choice, kind, builtin in (("ablations", variant, "variant", ["sparse"]),
-                                       ("label_regimes", regime, "label regime", [])):
-        if choice is None:
-            continue
-        choices = params.get(key) or {}
-        if choice not in [*builtin, *choices]:
-            raise ConfigError(f"params: {key}.{choice}: unknown {kind} (known: {', '.join([*builtin, *choices])})")
-        section = merge(section, choices.get(choice) or {})
-    return {**params, name: section}
+class Section:
+    """Base of a section's dataclass: ``SECTION`` names it in params.yaml, :meth:`parse` validates it there."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def parse(cls: type[T], params: dict[str, Any]) -> T:
+        return parse_section(params, cls.SECTION, cls)
 
 
 def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:

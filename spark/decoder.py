@@ -36,10 +36,6 @@ class LightDecoder(nn.Module):
         num_blocks = round(math.log2(upsample_ratio))
         if 2**num_blocks != upsample_ratio:
             raise ValueError(f"decoder upsample ratio must be a power of 2, got {upsample_ratio}")
-        if width % upsample_ratio:
-            raise ValueError(f"decoder_width {width} must be divisible by the downsample ratio {upsample_ratio}")
-        if depth < 1:
-            raise ValueError(f"decoder_depth must be >= 1, got {depth}")
         widths = [width // 2**i for i in range(num_blocks + 1)]
         self.widths = widths
         self.blocks = nn.ModuleList(UNetBlock(cin, cout, depth) for cin, cout in zip(widths[:-1], widths[1:]))

@@ -6,7 +6,9 @@ keeps plain timm names.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -55,6 +57,17 @@ def create_encoder(arch: str, drop_path_rate: float = 0.0, **timm_kwargs) -> tup
     scales = select_scales(model.feature_info)
     model.prune_intermediate_layers(list(scales.indices), prune_head=True)
     return model, scales
+
+
+def encoder_scales(arch: str, **timm_kwargs: Any) -> Scales:
+    """The scales of ``arch`` without allocating it (built once on the meta device per distinct arguments)."""
+    return _meta_scales(arch, tuple(sorted(timm_kwargs.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_scales(arch: str, timm_kwargs: tuple[tuple[str, Any], ...]) -> Scales:
+    with torch.device("meta"):
+        return create_encoder(arch, **dict(timm_kwargs))[1]
 
 
 def head_keys(arch: str) -> set[str]:

@@ -31,7 +31,7 @@ def patch_moments(patches: Tensor) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
-def masked_patch_loss(images: Tensor, prediction: Tensor, active: Tensor, patch_size: int, masked_only: bool = True) -> Tensor:
+def masked_patch_loss(images: Tensor, prediction: Tensor, visible: Tensor, patch_size: int, masked_only: bool = True) -> Tensor:
     """Mean over masked patches (or all, for the ablation) of the per-patch MSE to the normalised pixels.
 
     ``prediction`` lives in per-patch normalised space; the target is a constant (no gradient reaches the
@@ -42,7 +42,7 @@ def masked_patch_loss(images: Tensor, prediction: Tensor, active: Tensor, patch_
         mean, std = patch_moments(target)
         target = (target - mean) / std
     l2 = (patchify(prediction.float(), patch_size) - target).square().mean(dim=-1)
-    weight = (~active).flatten(1).float() if masked_only else torch.ones_like(l2)
+    weight = (~visible).flatten(1).float() if masked_only else torch.ones_like(l2)
     return (l2 * weight).sum() / (weight.sum() + 1e-8)
 
 

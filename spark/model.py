@@ -1,22 +1,90 @@
-"""SparK: mask -> sparse encode -> densify -> decode -> loss, for any hierarchical timm convnet."""
+"""SparK: mask -> sparse encode -> densify -> decode -> loss, for any hierarchical timm convnet.
+
+A :class:`SparKConfig` says what the model is and checks every argument once; :func:`build_spark` builds it.
+"""
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
+from .config import ConfigError, require
 from .decoder import LightDecoder
 from .densify import Densify
-from .encoder import Scales, create_encoder, uses_layer_norm
+from .encoder import Scales, create_encoder, encoder_scales, uses_layer_norm
 from .loss import denormalize_patches, masked_patch_loss
-from .masking import num_visible, random_active, upsample_active
-from .sparse import ActiveMask, sparsify
+from .masking import num_visible, random_visible, upsample_visible
+from .sparse import VisibleMask, sparsify
 
 EncoderMode = Literal["sparse", "zero_out"]
 LossOn = Literal["masked", "all"]
 DensifyNorm = Literal["auto", "bn", "ln", "none"]
+
+
+@dataclass(kw_only=True)
+class SparKConfig:
+    """A SparK model: the timm encoder, the mask, the densify/decoder widths and the loss. Defaults are the paper's
+    ResNet-50 at 224 px. Every value is checked here, against the encoder's scales (built on the meta device, so
+    no weights are allocated); a bad one raises a :class:`~spark.config.ConfigError` naming its key."""
+
+    arch: str = "resnet50"
+    input_size: int = 224
+    mask_ratio: float = 0.6
+    decoder_width: int = 768
+    decoder_depth: int = 2  # 3x3 convs per UNet block (2 in the paper)
+    densify_norm: DensifyNorm = "auto"  # auto: LayerNorm for ConvNeXt-like encoders, BatchNorm otherwise
+    encoder_mode: EncoderMode = "sparse"  # zero_out: the dense encoder on the zero-masked image (the ablation)
+    loss_on: LossOn = "masked"
+    hierarchy: int | None = None  # encoder scales feeding the decoder, coarsest first (None = all, 1 = single)
+    drop_path_rate: float = 0.0
+    encoder_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # more timm.create_model arguments
+
+    def __post_init__(self) -> None:
+        for key, kind in (("densify_norm", DensifyNorm), ("encoder_mode", EncoderMode), ("loss_on", LossOn)):
+            value = getattr(self, key)
+            require(value in kind.__args__, key,
+                    f"must be one of {', '.join(map(repr, kind.__args__))}, got {value!r}")
+        scales = self.scales
+        ratio = scales.downsample_ratio
+        require(self.input_size > 0 and self.input_size % ratio == 0, "input_size",
+                f"must be a positive multiple of the downsample ratio {ratio} of '{self.arch}', got {self.input_size}")
+        require(0 < self.mask_ratio < 1, "mask_ratio", f"must be in (0, 1), got {self.mask_ratio}")
+        cells = self.grid[0] * self.grid[1]
+        require(0 < self.num_visible < cells, "mask_ratio",
+                f"{self.mask_ratio} keeps {self.num_visible} of the {cells} mask cells at {self.input_size} px; "
+                f"need 1..{cells - 1}")
+        require(self.decoder_width > 0 and self.decoder_width % ratio == 0, "decoder_width",
+                f"must be a positive multiple of the downsample ratio {ratio}, got {self.decoder_width}")
+        require(self.decoder_depth >= 1, "decoder_depth", f"must be >= 1, got {self.decoder_depth}")
+        require(self.hierarchy is None or 1 <= self.hierarchy <= len(scales.indices), "hierarchy",
+                f"must be in [1, {len(scales.indices)}] for '{self.arch}', got {self.hierarchy}")
+        require(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
+
+    @property
+    def scales(self) -> Scales:
+        """The encoder's feature scales (from a weightless build on the meta device)."""
+        try:
+            return encoder_scales(self.arch, **self.encoder_kwargs)
+        except (ValueError, TypeError) as err:  # an unknown or non-hierarchical arch, a bad timm argument
+            raise ConfigError(f"arch: {err}") from None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The mask grid: one cell per pixel of the coarsest feature map."""
+        side = self.input_size // self.scales.downsample_ratio
+        return side, side
+
+    @property
+    def num_visible(self) -> int:
+        return num_visible(self.grid, self.mask_ratio)
+
+    def model_config(self) -> SparKConfig:
+        """Just the model's fields (a subclass, such as a pretraining run's config, carries more)."""
+        return SparKConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SparKConfig)})
 
 
 class SparK(nn.Module):
@@ -27,35 +95,26 @@ class SparK(nn.Module):
     unmodified dense encoder on the zero-masked image. Densify and decoder are the same in both modes.
     """
 
-    def __init__(
-        self,
-        arch: str,
-        encoder: nn.Module,
-        scales: Scales,
-        input_size: tuple[int, int],
-        mask_ratio: float = 0.6,
-        decoder_width: int = 768,
-        decoder_depth: int = 2,
-        densify_norm: DensifyNorm = "auto",
-        encoder_mode: EncoderMode = "sparse",
-        loss_on: LossOn = "masked",
-        hierarchy: int | None = None,
-    ) -> None:
+    def __init__(self, config: SparKConfig, encoder: nn.Module, scales: Scales) -> None:
+        """Wrap ``encoder`` (a timm trunk with ``forward_intermediates``, of the scales ``scales``) as ``config``
+        describes; :func:`build_spark` creates both from the config."""
         super().__init__()
         ratio = scales.downsample_ratio
-        self.arch = arch
-        self.input_size = input_size
+        self.config = config
+        self.arch = config.arch
+        self.input_size = (config.input_size, config.input_size)
         self.downsample_ratio = ratio
-        self.grid = (input_size[0] // ratio, input_size[1] // ratio)
-        self.mask_ratio = mask_ratio
-        self.num_visible = num_visible(self.grid, mask_ratio)
-        self.encoder_mode = encoder_mode
-        self.loss_on = loss_on
+        self.grid = config.grid
+        self.mask_ratio = config.mask_ratio
+        self.num_visible = config.num_visible
+        self.encoder_mode = config.encoder_mode
+        self.loss_on = config.loss_on
         self.scale_indices = list(scales.indices)
-        self.hierarchy = hierarchy or len(scales.indices)
-        self.active_mask = ActiveMask()
+        self.hierarchy = config.hierarchy or len(scales.indices)
+        self.visible_mask = VisibleMask()
 
-        self.encoder = sparsify(encoder, self.active_mask) if encoder_mode == "sparse" else encoder
+        self.encoder = sparsify(encoder, self.visible_mask) if config.encoder_mode == "sparse" else encoder
+        densify_norm, decoder_width = config.densify_norm, config.decoder_width
         if densify_norm == "auto":
             densify_norm = "ln" if uses_layer_norm(encoder) else "bn"
         coarse_first = list(reversed(scales.channels))[: self.hierarchy]
@@ -63,55 +122,56 @@ class SparK(nn.Module):
             Densify(
                 channels,
                 decoder_width // 2**i,
-                sparsify(_norm(densify_norm, channels), self.active_mask),
+                sparsify(_norm(densify_norm, channels), self.visible_mask),
                 kernel_size=0 if i == 0 and channels == decoder_width else (1 if i == 0 else 3),
             )
             for i, channels in enumerate(coarse_first)
         )
-        self.decoder = LightDecoder(decoder_width, ratio, depth=decoder_depth)
+        self.decoder = LightDecoder(decoder_width, ratio, depth=config.decoder_depth)
 
-    def mask(self, batch: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample_visible(self, batch: int, device: torch.device | str | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
         """A random bool mask (B, 1, h, w), True = visible, with exactly ``num_visible`` cells per image."""
-        return random_active(batch, self.grid, self.num_visible, device=device, generator=generator)
+        return random_visible(batch, self.grid, self.num_visible, device=device, generator=generator)
 
-    def forward(self, images: Tensor, active: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, visible: Tensor | None = None) -> Tensor:
         """The pretraining loss for ImageNet-normalised ``images``; a random mask is drawn when none is given."""
-        if active is None:
-            active = self.mask(images.shape[0], images.device)
-        prediction = self.forward_decoder(self.forward_encoder(images, active), active)
-        return self.forward_loss(images, prediction, active)
+        if visible is None:
+            visible = self.sample_visible(images.shape[0], images.device)
+        prediction = self.forward_decoder(self.forward_encoder(images, visible), visible)
+        return self.forward_loss(images, prediction, visible)
 
-    def forward_encoder(self, images: Tensor, active: Tensor) -> list[Tensor]:
+    def forward_encoder(self, images: Tensor, visible: Tensor) -> list[Tensor]:
         """Encoder maps of the masked image, coarsest first (``hierarchy`` of them)."""
-        self._check_input(images, active)
-        masked = images * upsample_active(active, images.shape[-2:]).to(images.dtype)
-        with self.active_mask.use(active):
+        self._check_input(images, visible)
+        masked = images * upsample_visible(visible, images.shape[-2:]).to(images.dtype)
+        with self.visible_mask.use(visible):
             features = self.encoder.forward_intermediates(masked, indices=self.scale_indices, intermediates_only=True)
         return features[::-1][: self.hierarchy]
 
-    def forward_decoder(self, features: list[Tensor], active: Tensor) -> Tensor:
+    def forward_decoder(self, features: list[Tensor], visible: Tensor) -> Tensor:
         """Densify each map and decode; the prediction is in per-patch normalised pixel space (B, 3, H, W)."""
-        with self.active_mask.use(active):
-            dense = [densify(x, self.active_mask.at(x.shape[-2:])) for densify, x in zip(self.densify, features)]
+        with self.visible_mask.use(visible):
+            dense = [densify(x, self.visible_mask.at(x.shape[-2:])) for densify, x in zip(self.densify, features)]
         return self.decoder(dense)
 
-    def forward_loss(self, images: Tensor, prediction: Tensor, active: Tensor) -> Tensor:
-        return masked_patch_loss(images, prediction, active, self.downsample_ratio, masked_only=self.loss_on == "masked")
+    def forward_loss(self, images: Tensor, prediction: Tensor, visible: Tensor) -> Tensor:
+        return masked_patch_loss(images, prediction, visible, self.downsample_ratio, masked_only=self.loss_on == "masked")
 
     @torch.no_grad()
-    def predict(self, images: Tensor, active: Tensor) -> Tensor:
+    def predict(self, images: Tensor, visible: Tensor) -> Tensor:
         """The full reconstruction in input space (each patch un-normalised with the input patch's statistics)."""
-        prediction = self.forward_decoder(self.forward_encoder(images, active), active)
+        prediction = self.forward_decoder(self.forward_encoder(images, visible), visible)
         return denormalize_patches(prediction.float(), images.float(), self.downsample_ratio).to(images.dtype)
 
     @torch.no_grad()
-    def reconstruct(self, images: Tensor, active: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def reconstruct(self, images: Tensor, visible: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(images, masked_images, reconstruction with the visible patches pasted back)``, in input space."""
-        if active is None:
-            active = self.mask(images.shape[0], images.device)
-        visible = upsample_active(active, images.shape[-2:])
-        reconstruction = self.predict(images, active)
-        return images, images * visible, torch.where(visible, images, reconstruction)
+        if visible is None:
+            visible = self.sample_visible(images.shape[0], images.device)
+        shown = upsample_visible(visible, images.shape[-2:])
+        reconstruction = self.predict(images, visible)
+        return images, images * shown, torch.where(shown, images, reconstruction)
 
     def encoder_state_dict(self) -> dict[str, Tensor]:
         """Encoder weights in plain timm naming: loads into ``timm.create_model(arch)`` but for the head."""
@@ -121,12 +181,12 @@ class SparK(nn.Module):
         """Parameter names exempt from weight decay besides 1-D parameters and biases: the mask tokens."""
         return {name for name, _ in self.named_parameters() if name.endswith("mask_token")}
 
-    def _check_input(self, images: Tensor, active: Tensor) -> None:
+    def _check_input(self, images: Tensor, visible: Tensor) -> None:
         expected = (images.shape[0], 1, images.shape[-2] // self.downsample_ratio, images.shape[-1] // self.downsample_ratio)
         if images.shape[-2] % self.downsample_ratio or images.shape[-1] % self.downsample_ratio:
             raise ValueError(f"input size {tuple(images.shape[-2:])} is not divisible by the downsample ratio {self.downsample_ratio}")
-        if tuple(active.shape) != expected or active.dtype != torch.bool:
-            raise ValueError(f"active must be a bool tensor of shape {expected}, got {active.dtype} {tuple(active.shape)}")
+        if tuple(visible.shape) != expected or visible.dtype != torch.bool:
+            raise ValueError(f"visible must be a bool tensor of shape {expected}, got {visible.dtype} {tuple(visible.shape)}")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -137,45 +197,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def build_spark(
-    arch: str,
-    input_size: int | tuple[int, int],
-    *,
-    mask_ratio: float = 0.6,
-    decoder_width: int = 768,
-    decoder_depth: int = 2,
-    densify_norm: DensifyNorm = "auto",
-    encoder_mode: EncoderMode = "sparse",
-    loss_on: LossOn = "masked",
-    hierarchy: int | None = None,
-    drop_path_rate: float = 0.0,
-    **timm_kwargs,
-) -> SparK:
-    """Build SparK around the timm convnet ``arch`` for ``input_size`` images.
-
-    ``hierarchy`` is how many encoder scales feed the decoder, coarsest first (None = all, 1 = single-scale
-    ablation); ``decoder_depth`` is the number of 3x3 convs per UNet block (2 in the paper). ``timm_kwargs``
-    go to ``timm.create_model``.
-    """
-    _check_choice("encoder_mode", encoder_mode, EncoderMode)
-    _check_choice("loss_on", loss_on, LossOn)
-    _check_choice("densify_norm", densify_norm, DensifyNorm)
-    if not 0 < mask_ratio < 1:
-        raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    encoder, scales = create_encoder(arch, drop_path_rate, **timm_kwargs)
-    ratio = scales.downsample_ratio
-    if size[0] % ratio or size[1] % ratio:
-        raise ValueError(f"input_size {size} is not divisible by the downsample ratio {ratio} of '{arch}'")
-    grid = (size[0] // ratio, size[1] // ratio)
-    if not 0 < num_visible(grid, mask_ratio) < grid[0] * grid[1]:
-        raise ValueError(f"mask_ratio {mask_ratio} leaves {num_visible(grid, mask_ratio)} of {grid[0] * grid[1]} cells visible on the {grid[0]}x{grid[1]} mask grid")
-    if hierarchy is not None and not 1 <= hierarchy <= len(scales.indices):
-        raise ValueError(f"hierarchy must be in [1, {len(scales.indices)}] for '{arch}', got {hierarchy}")
-    return SparK(arch, encoder, scales, size, mask_ratio, decoder_width, decoder_depth, densify_norm, encoder_mode, loss_on, hierarchy)
-
-
-def _check_choice(name: str, value: str, choices: object) -> None:
-    allowed = choices.__args__
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+def build_spark(config: SparKConfig) -> SparK:
+    """A freshly initialised SparK around a new timm ``config.arch`` (no pretrained weights are downloaded)."""
+    encoder, scales = create_encoder(config.arch, config.drop_path_rate, **config.encoder_kwargs)
+    return SparK(config, encoder, scales)

@@ -8,8 +8,8 @@ visible patches, in dense tensors. :func:`sparsify` obtains it by converting lay
 parameter names are untouched, so the state_dict is still a plain timm state_dict, and any subclass (timm's
 ``Conv2dSame``, ``BatchNormAct2d``, ``LayerNorm2d`` ...) keeps its own behaviour.
 
-The visible cells are not global state: every converted layer holds the same :class:`ActiveMask`, which the owner
-sets for the duration of one forward call (``with active_mask.use(active): ...``).
+The visible cells are not global state: every converted layer holds the same :class:`VisibleMask`, which the owner
+sets for the duration of one forward call (``with visible_mask.use(visible): ...``).
 
 Masking costs a pass over a map, so it is done only where needed: a conv or pool whose output goes only into
 norms that ignore masked positions (a conv feeding a BN, found on the network's torch.fx graph) skips it.
@@ -32,40 +32,40 @@ from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import Tensor, nn
 
 from .masked_bn import masked_batch_norm
-from .masking import upsample_active
+from .masking import upsample_visible
 
 logger = logging.getLogger(__name__)
 
 
-class ActiveMask:
+class VisibleMask:
     """The visible cells of the current batch, shared by all sparse layers of one model.
 
     Finer resolutions are the coarse mask repeated; they are computed once per resolution and call.
     """
 
     def __init__(self) -> None:
-        self._active: Tensor | None = None
+        self._visible: Tensor | None = None
         self._cache: dict[tuple, Tensor] = {}
 
     @contextmanager
-    def use(self, active: Tensor) -> Iterator[None]:
-        """Make ``active`` (bool, (B, 1, h, w), True = visible) the mask for the layers run inside the block."""
-        if active.dtype != torch.bool or active.dim() != 4 or active.shape[1] != 1:
-            raise ValueError(f"active must be a bool tensor of shape (B, 1, h, w), got {active.dtype} {tuple(active.shape)}")
-        previous = self._active, self._cache
-        self._active, self._cache = active, {}
+    def use(self, visible: Tensor) -> Iterator[None]:
+        """Make ``visible`` (bool, (B, 1, h, w), True = visible) the mask for the layers run inside the block."""
+        if visible.dtype != torch.bool or visible.dim() != 4 or visible.shape[1] != 1:
+            raise ValueError(f"visible must be a bool tensor of shape (B, 1, h, w), got {visible.dtype} {tuple(visible.shape)}")
+        previous = self._visible, self._cache
+        self._visible, self._cache = visible, {}
         try:
             yield
         finally:
-            self._active, self._cache = previous
+            self._visible, self._cache = previous
 
     def at(self, size: tuple[int, int]) -> Tensor:
         """The bool mask (B, 1, H, W) at a feature resolution."""
-        if self._active is None:
-            raise RuntimeError("a sparse layer ran without a mask: call it inside ActiveMask.use(active)")
+        if self._visible is None:
+            raise RuntimeError("a sparse layer ran without a mask: call it inside VisibleMask.use(visible)")
         key = ("bool", *size)
         if key not in self._cache:
-            self._cache[key] = upsample_active(self._active, size)
+            self._cache[key] = upsample_visible(self._visible, size)
         return self._cache[key]
 
     def like(self, x: Tensor, channels_last: bool = False) -> Tensor:
@@ -79,9 +79,9 @@ class ActiveMask:
 
 
 class SparseLayer:
-    """Mixin marking a converted layer; ``active_mask`` is set by :func:`sparsify`."""
+    """Mixin marking a converted layer; ``visible_mask`` is set by :func:`sparsify`."""
 
-    active_mask: ActiveMask
+    visible_mask: VisibleMask
 
 
 class MaskedOutput(SparseLayer):
@@ -95,7 +95,7 @@ class MaskedOutput(SparseLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         out = super().forward(x)
-        return out * self.active_mask.like(out) if self.masks_output else out
+        return out * self.visible_mask.like(out) if self.masks_output else out
 
 
 class MaskedChannelsLastOutput(SparseLayer):
@@ -107,7 +107,7 @@ class MaskedChannelsLastOutput(SparseLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         out = super().forward(x)
-        return out * self.active_mask.like(out, channels_last=True) if out.dim() == 4 else out
+        return out * self.visible_mask.like(out, channels_last=True) if out.dim() == 4 else out
 
 
 class MaskedBatchNorm(SparseLayer):
@@ -131,7 +131,7 @@ class MaskedBatchNorm(SparseLayer):
                 momentum = 1.0 / float(self.num_batches_tracked)
         keep_running = not self.training or self.track_running_stats
         return masked_batch_norm(
-            x, self.active_mask.like(x), self.weight, self.bias,
+            x, self.visible_mask.like(x), self.weight, self.bias,
             self.running_mean if keep_running else None, self.running_var if keep_running else None,
             training=self.training or self.running_mean is None, momentum=momentum, eps=self.eps,
             sync=self.sync and dist.is_available() and dist.is_initialized())
@@ -152,7 +152,7 @@ class VisibleMeanExcite(SparseLayer):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        mask = self.active_mask.like(x)
+        mask = self.visible_mask.like(x)
         scale = mask[0, 0].numel() / mask.sum((2, 3), keepdim=True).clamp_min(1)
         return super().forward(x * scale) / scale
 
@@ -186,31 +186,31 @@ def _sparse_class(mixin: type, dense: type) -> type:
     return type(f"Sparse{dense.__name__}", (mixin, dense), {"__doc__": mixin.__doc__})
 
 
-def sparsify(module: nn.Module, active_mask: ActiveMask) -> nn.Module:
-    """Convert ``module`` and its descendants in place to their sparse versions, sharing ``active_mask``.
+def sparsify(module: nn.Module, visible_mask: VisibleMask) -> nn.Module:
+    """Convert ``module`` and its descendants in place to their sparse versions, sharing ``visible_mask``.
 
     Returns ``module``. Raises ``TypeError`` for a layer whose statistics would span masked positions.
     """
     normalized = _outputs_only_normalized(module)
-    _convert(module, active_mask)
+    _convert(module, visible_mask)
     for layer in normalized:
         layer.masks_output = False
     return module
 
 
-def _convert(module: nn.Module, active_mask: ActiveMask) -> None:
+def _convert(module: nn.Module, visible_mask: VisibleMask) -> None:
     if isinstance(module, SparseLayer):
-        module.active_mask = active_mask
+        module.visible_mask = visible_mask
         return
     if isinstance(module, _UNSUPPORTED):
         raise TypeError(f"{type(module).__name__} has no sparse version: its statistics would include masked positions")
     for bases, mixin in _CONVERSIONS:
         if isinstance(module, bases):
             module.__class__ = _sparse_class(mixin, type(module))
-            module.active_mask = active_mask
+            module.visible_mask = visible_mask
             return
     for child in module.children():
-        _convert(child, active_mask)
+        _convert(child, visible_mask)
 
 
 # Layers that become MaskedOutput, and the norms that make their masking redundant: masked BNs leave masked

@@ -1,12 +1,15 @@
 """Helpers shared by the training-run tests."""
+import builtins
+import io
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -89,20 +92,22 @@ def run_two_gloo_ranks(script: str, params: Path, run_dir: Path, timeout: float 
     return [torch.load(run_dir / f"rank{r}.pt") for r in (0, 1)]
 
 
-def record_train_steps(trainer_module: Any, draws: list | None = None) -> list[dict[str, Any]]:
-    """In a rank script: wrap ``trainer_module.train_step`` so that every optimizer step appends to the returned
+def record_train_steps(draws: list | None = None) -> list[dict[str, Any]]:
+    """In a rank script: wrap the training loop's ``train_step`` so that every optimizer step appends to the returned
     list the weights it started from, its input batch, the loss and gradient norm it reported, the gradients it
     stepped with (after all-reduce and clipping) and the tensors appended to ``draws`` during the step (e.g. the
     masks drawn)."""
-    steps: list[dict[str, Any]] = []
-    step = trainer_module.train_step
+    import spark.engine.epochs as loop
 
-    def recording_step(model, optimizer, batch, loss_fn, **kwargs):
+    steps: list[dict[str, Any]] = []
+    step = loop.train_step
+
+    def recording_step(loss_fn, optimizer, batch, **kwargs):
         if draws is not None:
             draws.clear()
-        params = dict(trainer_module.unwrap(model).named_parameters())
+        params = dict(loop.unwrap(kwargs["ddp"]).named_parameters())
         weights = {k: p.detach().clone() for k, p in params.items()}
-        result = step(model, optimizer, batch, loss_fn, **kwargs)
+        result = step(loss_fn, optimizer, batch, **kwargs)
         steps.append({
             "weights": weights,
             "batch": [t.detach().clone() for t in batch] if isinstance(batch, (tuple, list)) else batch.clone(),
@@ -112,7 +117,7 @@ def record_train_steps(trainer_module: Any, draws: list | None = None) -> list[d
         })
         return result
 
-    trainer_module.train_step = recording_step
+    loop.train_step = recording_step
     return steps
 
 
@@ -245,3 +250,21 @@ def kill_after_first_checkpoint(command: list[str], run_dir: Path, timeout: floa
     resumed = run_bounded(command, cwd=run_dir.parent, env=env, timeout=timeout)
     assert resumed.returncode == 0, resumed.stderr
     return killed_at, resumed
+
+
+@contextmanager
+def counting_reads(path: Path) -> Iterator[list[str]]:
+    """Every opening of ``path`` in this process while the block runs (``open``, ``io.open`` and so every
+    ``Path.read_text``/``read_bytes``), one mode string per opening."""
+    target, opened, real_open = Path(path).resolve(), [], io.open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == target:
+            opened.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    builtins.open = io.open = counting_open
+    try:
+        yield opened
+    finally:
+        builtins.open = io.open = real_open

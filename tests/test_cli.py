@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from spark.cli import STAGE_COMMANDS, main
+from eval.cli import main, parser
 from spark.engine import NonFiniteError
 from spark.errors import BAD_INPUT, RUN_FAILED, run_command
 from spark.pretrain.data import BadImageError
+from helpers import counting_reads
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_ARGS = {  # the required arguments of each stage, beside --params
@@ -37,7 +38,8 @@ def test_spark_lists_every_stage(capsys):
     assert exit_.value.code == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in [*STAGE_ARGS, "visualize"])
-    assert set(STAGE_COMMANDS) | {"pretrain"} == set(STAGE_ARGS)
+    commands = next(action for action in parser()._actions if action.dest == "command").choices
+    assert set(commands) == {*STAGE_ARGS, "visualize"}
 
 
 @pytest.mark.parametrize("stage", STAGE_ARGS)
@@ -77,7 +79,9 @@ def test_report_names_the_first_missing_or_corrupt_run(tmp_path, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
     shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
     first = Path("runs/smoke/pretrain/resnet18/sparse/seed0/metrics.json")
-    assert main(["report", "--params", "params.yaml"]) == BAD_INPUT
+    with counting_reads(tmp_path / "params.yaml") as reads:
+        assert main(["report", "--params", "params.yaml"]) == BAD_INPUT
+    assert len(reads) == 1, reads  # the job reads its params once
     assert error_line(capsys) == f"spark report: error: {first}: missing; run the pretrain stage first"
     first.parent.mkdir(parents=True)
     first.write_text('{"loss": ')  # a run killed mid-write by a tool without atomic writes

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from spark.data.coco_format import annotate
-from spark.data.compose import OBJECT_THRESHOLD, Placement, Sprite, make_sprite, object_mask, paste
-from spark.data.seeding import item_rng
+from eval.data.coco_format import annotate
+from eval.data.compose import OBJECT_THRESHOLD, Placement, Sprite, make_sprite, object_mask, paste
+from eval.data.seeding import item_rng
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 

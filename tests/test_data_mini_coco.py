@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from spark.data.coco_format import coco_index
-from spark.data.config import MiniCocoConfig
-from spark.data.manifest import MANIFEST_NAME
-from spark.data.mini_coco import build_mini_coco
-from spark.data.paths import mini_coco_split
-from spark.data.sources import find_fashion_mnist, load_sources
-from spark.data.validate import validate_coco
+from eval.data.coco_format import coco_index
+from eval.data.config import MiniCocoConfig
+from eval.data.manifest import MANIFEST_NAME
+from eval.data.mini_coco import build_mini_coco
+from eval.data.paths import mini_coco_split
+from eval.data.sources import find_fashion_mnist, load_sources
+from eval.data.validate import validate_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 CFG = MiniCocoConfig(image_size=64, train_images=12, val_images=10, max_objects=6)

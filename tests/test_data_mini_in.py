@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spark.data.config import MiniInConfig
-from spark.data.manifest import MANIFEST_NAME, sha256_file
-from spark.data.mini_in import build_mini_in
-from spark.data.sources import FASHION_MNIST_CLASSES, find_fashion_mnist, load_sources
-from spark.data.validate import validate_image_folder
+from eval.data.config import MiniInConfig
+from eval.data.manifest import MANIFEST_NAME, sha256_file
+from eval.data.mini_in import build_mini_in
+from eval.data.sources import FASHION_MNIST_CLASSES, find_fashion_mnist, load_sources
+from eval.data.validate import validate_image_folder
 
 CFG = MiniInConfig(image_size=48, classes=10, train_per_class=4, val_per_class=2)
 

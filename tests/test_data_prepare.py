@@ -9,10 +9,15 @@ import pytest
 import yaml
 
 from spark.config import ConfigError, parse_section
-from spark.data.config import DataConfig
-from spark.data.paths import classification_data, detection_data
-from spark.data.prepare import main
-from helpers import run_bounded
+from eval.data.config import DataConfig
+from eval.data.paths import classification_data, detection_data
+from eval.cli import main as spark_cli
+from helpers import counting_reads, run_bounded
+
+
+def main(argv: list[str], prog: str = "spark prepare") -> int:
+    assert prog == "spark prepare"  # the one CLI names every command the same way
+    return spark_cli(["prepare", *argv])
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +36,10 @@ def _params(tmp_path: Path, **data) -> Path:
 
 
 def test_cli_builds_both_datasets_where_later_stages_look(tmp_path, capsys):
-    assert main(["--params", str(_params(tmp_path)), "data.mini_in.train_per_class=3"]) == 0
+    params = _params(tmp_path)
+    with counting_reads(params) as reads:
+        assert main(["--params", str(params), "data.mini_in.train_per_class=3"]) == 0
+    assert len(reads) == 1, reads  # the job reads its params once
     cfg = parse_section(yaml.safe_load(_params(tmp_path).read_text()), "data", DataConfig)
     images, coco = classification_data(cfg), detection_data(cfg)
     assert f"wrote {images.manifest}" in capsys.readouterr().out

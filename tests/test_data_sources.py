@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spark.data.errors import DataError
-from spark.data.sources import (
+from eval.data.errors import DataError
+from eval.data.sources import (
     FASHION_MNIST_CLASSES, INSTALL_COMMAND, background_photos, find_fashion_mnist, read_fashion_mnist,
 )
 

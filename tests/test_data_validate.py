@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spark.data.config import CocoConfig, DataConfig, ImageNetConfig
-from spark.data.errors import DataError
-from spark.data.paths import classification_data, coco2017_split, detection_data
-from spark.data.prepare import prepare
-from spark.data.validate import validate_coco, validate_image_folder
+from eval.data.config import CocoConfig, DataConfig, ImageNetConfig
+from eval.data.errors import DataError
+from eval.data.paths import classification_data, coco2017_split, detection_data
+from eval.data.prepare import prepare
+from eval.data.validate import validate_coco, validate_image_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 WNIDS = ("n01440764", "n01443537", "n01484850")

@@ -20,14 +20,15 @@ from detectron2.data.detection_utils import annotations_to_instances  # noqa: E4
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
-from eval.detection.__main__ import main  # noqa: E402
+from eval.cli import main as spark_cli  # noqa: E402
 from eval.detection.config import DetectionConfig  # noqa: E402
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET  # noqa: E402
 from eval.detection.train import COCO_METRICS, build_evaluator, register_datasets, summarize  # noqa: E402
 from spark.config import ConfigError  # noqa: E402
-from spark.data.config import MiniCocoConfig  # noqa: E402
-from spark.data.mini_coco import build_mini_coco  # noqa: E402
-from spark.data.sources import find_fashion_mnist, load_sources  # noqa: E402
+from eval.data.config import MiniCocoConfig  # noqa: E402
+from eval.data.mini_coco import build_mini_coco  # noqa: E402
+from eval.data.sources import find_fashion_mnist, load_sources  # noqa: E402
+from helpers import counting_reads  # noqa: E402
 
 pytestmark = [
     pytest.mark.detectron2,
@@ -36,6 +37,11 @@ pytestmark = [
 
 SIZE = 128
 CATEGORIES = {1: ("square", (230, 60, 60)), 2: ("triangle", (60, 200, 60)), 3: ("diamond", (70, 90, 240))}
+
+
+
+def main(argv: list[str]) -> int:
+    return spark_cli(["detect", *argv])
 
 
 def shape_polygon(category: int, x: float, y: float, s: float) -> list[float]:
@@ -237,7 +243,9 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     run = tmp_path / "run"
     args = ["--params", str(tmp_path / "params.yaml"), "--init", str(tmp_path / "encoder.pth"), "--out", str(run)]
 
-    assert main(args) == 0
+    with counting_reads(tmp_path / "params.yaml") as reads:
+        assert main(args) == 0
+    assert len(reads) == 1, reads  # the job reads its params once
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
     for task in metrics.values():

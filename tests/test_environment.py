@@ -94,7 +94,8 @@ def test_conda_environments_match_pyproject():
         env = env_file(name)
         pip = pip_section(env)
         requirements = [r for r in pip if not r.startswith("-")]
-        assert sorted(requirements) == sorted(PROJECT["dependencies"]), name
+        pipeline = PROJECT["dependencies"] + PROJECT["optional-dependencies"]["pipeline"]
+        assert sorted(requirements) == sorted(pipeline), name
         # The lock as constraints: conda runs pip from the env file's directory, where the path resolves.
         assert LOCK_OPTION in pip, f"{name}: the pip section must start with '{LOCK_OPTION}'"
         assert (ENVS / LOCK_OPTION.split()[1]).resolve() == LOCK

@@ -4,7 +4,9 @@ import dataclasses
 import pytest
 import yaml
 
-from eval.finetune import RECIPES, FinetuneConfig, load_finetune_config, parse_finetune
+from eval.finetune import RECIPES, FinetuneConfig
+from eval.pipeline.branches import branch_config
+from spark.config import load_params
 from spark.config import ConfigError, to_dict
 
 MISSING_DATA = "/nonexistent/imagenet"  # parsing must fail on the bad key, not on the data
@@ -21,8 +23,12 @@ REFERENCE_TABLE = {
 }
 
 
+
+def load_finetune_config(path, overrides=(), **branch) -> FinetuneConfig:
+    return branch_config(load_params(path), FinetuneConfig, overrides, **branch)
+
 def parse(**finetune) -> FinetuneConfig:
-    return parse_finetune({"finetune": {"data": MISSING_DATA, **finetune}})
+    return FinetuneConfig.parse({"finetune": {"data": MISSING_DATA, **finetune}})
 
 
 def test_recipes_are_the_reference_table():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import eval.finetune.trainer as trainer_module
-from eval.finetune import parse_finetune
+import spark.engine.epochs as loop
+from eval.finetune import FinetuneConfig
 from eval.finetune.trainer import Finetuner
 from spark.engine import DistEnv, StepResult, unwrap
 
@@ -42,7 +42,7 @@ def write_images(root, per_class=8, size=32):
 
 
 def config(data, **changes):
-    return parse_finetune({"finetune": {
+    return FinetuneConfig.parse({"finetune": {
         "data": str(data), "arch": "test_resnet", "recipe": "resnet50", "input_size": 32, "global_batch": 8,
         "epochs": 2, "warmup_epochs": 1, "base_lr": 0.05, "mixup": 0.0, "augment": "none", "erase_prob": 0.0,
         "drop_path_rate": 0.0, "ema_decay": 0.7, "ema_warmup": True, "num_workers": 0, **changes}})
@@ -57,11 +57,11 @@ class SetWeights:
         self.trainer = None
         self.ema_seen = []
 
-    def __call__(self, model, optimizer, batch, loss_fn, **kwargs):
+    def __call__(self, loss_fn, optimizer, batch, *, ddp, **kwargs):
         if self.record and self.t > 1:
             self.ema_seen.append(ema_value(self.trainer))
         with torch.no_grad():
-            for v in unwrap(model).state_dict().values():
+            for v in unwrap(ddp).state_dict().values():
                 v.fill_(self.t if v.is_floating_point() else 10 * self.t)
         self.t += 1
         return StepResult(loss=0.0, grad_norm=0.0)
@@ -76,7 +76,7 @@ def ema_value(trainer):
 
 def start(cfg, run_dir, monkeypatch, first_step=1, record=True):
     step = SetWeights(first_step, record)
-    monkeypatch.setattr(trainer_module, "train_step", step)
+    monkeypatch.setattr(loop, "train_step", step)
     trainer = Finetuner(cfg, run_dir, DistEnv(), "scratch")
     step.trainer = trainer
     return trainer, step
@@ -141,7 +141,7 @@ def test_a_resumed_run_continues_the_ema(tmp_path, monkeypatch):
     assert ema_value(resumed) == pytest.approx(WARMUP_EMA[-1], abs=1e-5)
     continued = SetWeights(ITERS + 1)
     continued.trainer = trainer
-    monkeypatch.setattr(trainer_module, "train_step", continued)
+    monkeypatch.setattr(loop, "train_step", continued)
     trainer.train_epoch(2)  # the uninterrupted run
     uninterrupted = trainer.ema.module.state_dict()
     assert all(torch.equal(uninterrupted[k], v) for k, v in resumed.ema.module.state_dict().items())

@@ -5,8 +5,10 @@ import timm
 import torch
 from timm.layers import DropPath
 
-from eval.finetune import SCRATCH, build_classifier
-from spark import CheckpointError, build_spark
+from eval.finetune import build_classifier
+from eval.pipeline.branches import SCRATCH
+from spark.model import SparKConfig, build_spark
+from spark.weights import CheckpointError
 from spark.io import save_torch
 
 HEAD = ["fc.bias", "fc.weight"]
@@ -15,7 +17,7 @@ HEAD = ["fc.bias", "fc.weight"]
 @pytest.fixture(scope="module")
 def spark_model():
     torch.manual_seed(1)
-    return build_spark("resnet18", 64, decoder_width=64)
+    return build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
 
 
 def assert_trunk_equal(model: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:

@@ -10,18 +10,20 @@ import torch
 import yaml
 from PIL import Image
 
-from eval.finetune import SCRATCH, build_classifier, finetune, load_finetune_config, parse_finetune
-from eval.finetune.__main__ import main as cli
+from eval.finetune import FinetuneConfig, build_classifier, finetune
+from spark.config import load_params
+from eval.pipeline.branches import SCRATCH
+from eval.cli import main as spark_cli
 from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
 from eval.finetune.loss import build_criterion
 from eval.finetune.optim import build_optimizer
-from spark import build_spark
+from spark.model import SparKConfig, build_spark
 from spark.config import ConfigError
 from spark.engine import DistEnv, apply_lr_wd, seed_all, set_epoch, train_loader, warmup_cosine
 from spark.io import load_torch, save_torch
 from helpers import (
-    assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint, run_two_gloo_ranks,
-    single_threaded,
+    assert_same_weights, assert_steps_match_one_process, counting_reads, kill_after_first_checkpoint,
+    run_two_gloo_ranks, single_threaded,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -56,7 +58,7 @@ def section(data: Path, **changes) -> dict:
 
 
 def tiny(data: Path, **changes):
-    return parse_finetune({"finetune": section(data, **changes)})
+    return FinetuneConfig.parse({"finetune": section(data, **changes)})
 
 
 def write_params(path: Path, data: Path, **changes) -> Path:
@@ -111,7 +113,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
     finetune(tiny(colours, epochs=5), tmp_path / "uninterrupted")
 
     params = write_params(tmp_path / "params.yaml", colours, epochs=5)
-    command = [sys.executable, "-m", "eval.finetune", "--params", str(params), "--init", "scratch",
+    command = [sys.executable, "-m", "eval.cli", "finetune", "--params", str(params), "--init", "scratch",
                "--out", str(tmp_path / "killed")]
     killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
     assert 1 <= killed_at < 5
@@ -128,17 +130,18 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
 RANK_SCRIPT = """
 import os, sys, torch
 import eval.finetune.trainer as trainer
-from eval.finetune import finetune, load_finetune_config
+from eval.finetune import FinetuneConfig, finetune
+from spark.config import load_params
 from helpers import record_train_steps
 torch.set_num_threads(1)
-steps = record_train_steps(trainer)
+steps = record_train_steps()
 scored = []
 score = trainer.topk_accuracy
 def topk_accuracy(model, loader, *args, **kwargs):  # the validation images this rank scores
     scored.append(torch.cat([images for images, _ in loader]))
     return score(model, loader, *args, **kwargs)
 trainer.topk_accuracy = topk_accuracy
-model = finetune(load_finetune_config(sys.argv[1]), sys.argv[2])
+model = finetune(FinetuneConfig.parse(load_params(sys.argv[1])), sys.argv[2])
 torch.save({"steps": steps, "params": {k: v.detach() for k, v in model.named_parameters()},
             "state": model.state_dict(), "scored": scored}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
 """
@@ -165,7 +168,7 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_p
     rank by design and cannot be replayed by one process."""
     params = write_params(tmp_path / "params.yaml", colours, epochs=2, micro_batch=2, mixup=0.0, drop_path_rate=0.0,
                           precision="fp32", deterministic=False)
-    config = load_finetune_config(params)
+    config = FinetuneConfig.parse(load_params(params))
     ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
     single_threaded(request)
     assert "4 per rank, micro-batches of 2" in (tmp_path / "run" / "train.log").read_text()
@@ -220,17 +223,24 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_p
         assert fingerprints(torch.cat(shards)) == whole, f"evaluation {i + 1}"
 
 
+def cli(argv: list[str]) -> int:
+    return spark_cli(["finetune", *argv])
+
+
 def test_cli_from_our_encoder_and_its_errors(colours, tmp_path, capsys):
     encoder = tmp_path / "encoder.pth"
-    save_torch(build_spark("test_resnet", 64, decoder_width=64).encoder_state_dict(), encoder)
+    model = build_spark(SparKConfig(arch="test_resnet", input_size=64, decoder_width=64))
+    save_torch(model.encoder_state_dict(), encoder)
     params = write_params(tmp_path / "params.yaml", colours)
     assert cli(["--params", str(params), "--init", str(encoder), "--out", str(tmp_path / "bad"),
                 "finetune.layer_decay=1.5"]) == 2
     assert "finetune.layer_decay: must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
-    assert cli(["--params", str(params), "--init", str(encoder), "--out", str(tmp_path / "run"),
-                "finetune.epochs=2"]) == 0
+    with counting_reads(params) as reads:
+        assert cli(["--params", str(params), "--init", str(encoder), "--out", str(tmp_path / "run"),
+                    "finetune.epochs=2"]) == 0
+    assert len(reads) == 1, reads  # the job reads its params once
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["epoch"], metrics["init"]) == (2, str(encoder))
     assert metrics["load_report"] == {"layout": "timm", "missing": ["fc.bias", "fc.weight"], "ignored": []}

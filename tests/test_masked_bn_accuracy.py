@@ -11,24 +11,24 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from spark import build_spark
-from spark.masking import upsample_active
-from spark.sparse import ActiveMask, MaskedBatchNorm, sparsify
+from spark.model import SparKConfig, build_spark
+from spark.masking import upsample_visible
+from spark.sparse import VisibleMask, MaskedBatchNorm, sparsify
 
 
 class GatherBatchNorm(MaskedBatchNorm, nn.BatchNorm2d):
     """The reference: BatchNorm of the visible sites gathered into (N, C) (``torch.var_mean``), scattered back."""
 
     def normalize(self, x: Tensor) -> Tensor:
-        visible = self.active_mask.at(x.shape[-2:])[:, 0]
-        rows = x.permute(0, 2, 3, 1)[visible]
+        shown = self.visible_mask.at(x.shape[-2:])[:, 0]
+        rows = x.permute(0, 2, 3, 1)[shown]
         var, mean = torch.var_mean(rows, 0, correction=0)
         with torch.no_grad():  # momentum None: the running statistics become this batch's
             self.num_batches_tracked.add_(1)
             self.running_mean.copy_(mean)
             self.running_var.copy_(var * len(rows) / (len(rows) - 1))
         out = (rows - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-        return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1]).index_put((visible,), out).permute(0, 3, 1, 2)
+        return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1]).index_put((shown,), out).permute(0, 3, 1, 2)
 
 
 def _gathered(model: nn.Module) -> nn.Module:
@@ -67,7 +67,7 @@ def _branches(model: nn.Module, branches: dict) -> nn.Module:
                 branches[name] = pool(x, module.kernel_size, module.stride, module.padding, return_indices=True)[1]
                 return None
             index = branches[name]
-            return x.flatten(2).gather(2, index.flatten(2)).view_as(out) * module.active_mask.like(out)
+            return x.flatten(2).gather(2, index.flatten(2)).view_as(out) * module.visible_mask.like(out)
 
         return hook
 
@@ -80,10 +80,10 @@ def _branches(model: nn.Module, branches: dict) -> nn.Module:
     return model
 
 
-def _step(model, images, active):
+def _step(model, images, visible):
     """Encoder features, loss and stem-conv weight gradient of one SparK training step."""
-    features = model.forward_encoder(images, active)
-    loss = model.forward_loss(images, model.forward_decoder(features, active), active)
+    features = model.forward_encoder(images, visible)
+    loss = model.forward_loss(images, model.forward_decoder(features, visible), visible)
     loss.backward()
     return features, loss, model.encoder.conv1.weight.grad
 
@@ -101,17 +101,17 @@ def _variance_error(got: nn.Module, want: nn.Module) -> float:
 
 def test_fp32_is_as_accurate_as_gathered_batchnorm():
     torch.manual_seed(0)  # resnet18 at random init, a 128 px batch of 8, a 60% mask
-    model = build_spark("resnet18", 128, decoder_width=128, mask_ratio=0.6)
+    model = build_spark(SparKConfig(arch="resnet18", input_size=128, decoder_width=128, mask_ratio=0.6))
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # the running statistics after one step are the batch's
     images = torch.randn(8, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    active = model.mask(8, generator=torch.Generator().manual_seed(2))
+    visible = model.sample_visible(8, generator=torch.Generator().manual_seed(2))
 
     def run(branches, dtype=torch.float32, gathered=False):
         m = copy.deepcopy(model)
         m = _branches((_gathered(m) if gathered else m).to(dtype), branches)
-        return m, _step(m, images.to(dtype), active)
+        return m, _step(m, images.to(dtype), visible)
 
     fp32, (_, _, grad) = run(branches := {})
     fp64, exact = run(branches, torch.float64)
@@ -134,12 +134,12 @@ def test_fp32_is_as_accurate_as_gathered_batchnorm():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_moments_far_from_zero_mean_keep_fp32_precision(dtype):
     g = torch.Generator().manual_seed(0)
-    active = torch.rand(4, 1, 4, 4, generator=g) > 0.5
-    visible = upsample_active(active, (16, 16))
-    x = ((1000 + torch.randn(4, 8, 16, 16, generator=g)) * visible).to(dtype)
-    bn = sparsify(nn.BatchNorm2d(8, momentum=None), mask := ActiveMask())  # cumulative: stats of this batch
-    with mask.use(active):
+    visible = torch.rand(4, 1, 4, 4, generator=g) > 0.5
+    shown = upsample_visible(visible, (16, 16))
+    x = ((1000 + torch.randn(4, 8, 16, 16, generator=g)) * shown).to(dtype)
+    bn = sparsify(nn.BatchNorm2d(8, momentum=None), mask := VisibleMask())  # cumulative: stats of this batch
+    with mask.use(visible):
         bn(x)
-    rows = x.double().permute(0, 2, 3, 1)[visible[:, 0]]
+    rows = x.double().permute(0, 2, 3, 1)[shown[:, 0]]
     torch.testing.assert_close(bn.running_mean, rows.mean(0).float(), rtol=1e-6, atol=0)
     torch.testing.assert_close(bn.running_var, rows.var(0).float(), rtol=1e-5, atol=0)

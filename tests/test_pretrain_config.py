@@ -2,10 +2,15 @@
 import pytest
 import yaml
 
-from spark.config import ConfigError, parse_section
-from spark.pretrain import PretrainConfig, load_pretrain_config
+from eval.pipeline.branches import branch_config
+from spark.config import ConfigError, load_params, parse_section
+from spark.pretrain import PretrainConfig
 
 MISSING_DATA = "/nonexistent/images"  # parsing must fail on the bad key, not on the data
+
+
+def load_pretrain_config(path, overrides=(), **branch) -> PretrainConfig:
+    return branch_config(load_params(path), PretrainConfig, overrides, **branch)
 
 
 def parse(**pretrain) -> PretrainConfig:

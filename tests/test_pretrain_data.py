@@ -6,8 +6,9 @@ from PIL import Image
 
 from spark.config import ConfigError
 from spark.engine import DistEnv, train_loader
+from spark.images import spread
 from spark.pretrain.data import (
-    BadImageError, ImageFiles, collate_images, list_images, load_images, spread, train_transform,
+    BadImageError, ImageFiles, collate_images, list_images, load_images, train_transform,
 )
 
 

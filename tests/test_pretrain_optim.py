@@ -2,7 +2,7 @@
 import pytest
 from timm.optim import Lamb
 
-from spark import build_spark
+from spark.model import SparKConfig, build_spark
 from spark.config import parse_section
 from spark.pretrain import PretrainConfig
 from spark.pretrain.optim import build_optimizer, param_groups
@@ -10,7 +10,7 @@ from spark.pretrain.optim import build_optimizer, param_groups
 
 @pytest.fixture(scope="module")
 def model():
-    return build_spark("test_resnet", 64, decoder_width=64)
+    return build_spark(SparKConfig(arch="test_resnet", input_size=64, decoder_width=64))
 
 
 def test_groups_cover_every_parameter_once(model):

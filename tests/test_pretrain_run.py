@@ -13,20 +13,21 @@ import yaml
 from PIL import Image
 
 import spark.pretrain.trainer as trainer_module
-from spark.cli import main as cli
+import spark.engine.epochs as epochs
+from eval.cli import main as cli
 from spark.config import ConfigError
 from spark.engine import (
     DistEnv, NonFiniteError, Precision, apply_lr_wd, cosine, seed_all, set_epoch, train_loader, warmup_cosine,
 )
 from spark.io import load_torch
-from spark.model import SparK
+from spark.model import SparK, build_spark
 from spark.pretrain import PretrainConfig, pretrain
 from spark.pretrain.data import ImageFiles, collate_images, list_images, train_transform
 from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
     DDP_RTOL, assert_all_close, assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint,
-    record_train_steps, run_two_gloo_ranks, single_threaded,
+    counting_reads, record_train_steps, run_two_gloo_ranks, single_threaded,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -127,7 +128,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
     pretrain(dataclasses.replace(config, num_workers=0), tmp_path / "uninterrupted")  # worker count is irrelevant
 
     params = write_params(tmp_path / "params.yaml", config)
-    command = [sys.executable, "-m", "spark.pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
+    command = [sys.executable, "-m", "eval.cli", "pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
     killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
     assert 1 <= killed_at < 6
     assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/6" in resumed.stderr
@@ -138,20 +139,20 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
 
 RANK_SCRIPT = """
 import os, sys, torch
-import spark.pretrain.trainer as trainer
+from spark.config import load_params
 from spark.model import SparK
-from spark.pretrain import load_pretrain_config, pretrain
+from spark.pretrain import PretrainConfig, pretrain
 from spark.sparse import MaskedBatchNorm
 from helpers import record_train_steps
 torch.set_num_threads(1)
 masks = []
-draw = SparK.mask
-def mask(self, *args, **kwargs):  # the trainer draws one mask per (micro-)batch
+draw = SparK.sample_visible
+def sample_visible(self, *args, **kwargs):  # the trainer draws one mask per (micro-)batch
     masks.append(draw(self, *args, **kwargs))
     return masks[-1]
-SparK.mask = mask
-steps = record_train_steps(trainer, draws=masks)
-model = pretrain(load_pretrain_config(sys.argv[1]), sys.argv[2])
+SparK.sample_visible = sample_visible
+steps = record_train_steps(draws=masks)
+model = pretrain(PretrainConfig.parse(load_params(sys.argv[1])), sys.argv[2])
 bns = {name: m for name, m in model.named_modules() if isinstance(m, MaskedBatchNorm)}
 torch.save({"steps": steps, "params": {k: v.detach() for k, v in model.named_parameters()},
             "masked_bn": {f"{n}.{k}": v for n, m in bns.items() for k, v in m.named_buffers()},
@@ -173,15 +174,15 @@ def ddp_reference_loss(model: SparK, ranks: list[dict], micro_batch: int) -> tor
     masks = [torch.cat(r["draws"]).split(micro_batch) for r in ranks]
     parts = []
     for j in range(len(images[0])):
-        x, active = torch.cat([im[j] for im in images]), torch.cat([m[j] for m in masks])
-        features = model.forward_encoder(x, active)
-        with model.active_mask.use(active):
-            dense = [d(f, model.active_mask.at(f.shape[-2:])) for d, f in zip(model.densify, features)]
+        x, visible = torch.cat([im[j] for im in images]), torch.cat([m[j] for m in masks])
+        features = model.forward_encoder(x, visible)
+        with model.visible_mask.use(visible):
+            dense = [d(f, model.visible_mask.at(f.shape[-2:])) for d, f in zip(model.densify, features)]
         bounds = np.cumsum([0] + [len(im[j]) for im in images])
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            parts.append((x[lo:hi], model.decoder([t[lo:hi] for t in dense]), active[lo:hi]))
-    x, prediction, active = (torch.cat(t) for t in zip(*parts))
-    return model.forward_loss(x, prediction, active)
+            parts.append((x[lo:hi], model.decoder([t[lo:hi] for t in dense]), visible[lo:hi]))
+    x, prediction, visible = (torch.cat(t) for t in zip(*parts))
+    return model.forward_loss(x, prediction, visible)
 
 
 def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_path, request):
@@ -217,7 +218,7 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_pa
 
     # The reference: one process with the same initial weights, schedule and optimizer, step by step.
     seed_all(config.seed)
-    model = trainer_module.build_model(config)
+    model = build_spark(config.model_config())
     optimizer = build_optimizer(model, config)
     iters, total = 4, 8
     assert_steps_match_one_process(
@@ -242,7 +243,7 @@ def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, 
     torch._dynamo.reset()
     counters.clear()
     masks, graphs = [], []
-    draw, run_epoch = SparK.mask, trainer_module.Pretrainer.run_epoch
+    draw, run_epoch = SparK.sample_visible, trainer_module.Pretrainer.run_epoch
 
     def recording_mask(self, *args, **kwargs):
         masks.append(draw(self, *args, **kwargs))
@@ -253,21 +254,21 @@ def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, 
         graphs.append(counters["stats"]["unique_graphs"])
         return record
 
-    monkeypatch.setattr(SparK, "mask", recording_mask)
+    monkeypatch.setattr(SparK, "sample_visible", recording_mask)
     monkeypatch.setattr(trainer_module.Pretrainer, "run_epoch", counting_epoch)
-    monkeypatch.setattr(trainer_module, "train_step", trainer_module.train_step)  # restored after the test
-    steps = record_train_steps(trainer_module, draws=masks)
+    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    steps = record_train_steps(draws=masks)
     config = tiny(images, epochs=2, compile=True, precision="fp32", deterministic=False)
     pretrain(config, tmp_path / "run")
 
     assert len(steps) == 8 and len(graphs) == 2
     assert graphs[0] >= 1 and graphs[1] == graphs[0], f"graphs compiled by the end of each epoch: {graphs}"
-    eager = trainer_module.build_model(config).train()
+    eager = build_spark(config.model_config()).train()
     for i, step in enumerate(steps):
         eager.load_state_dict(step["weights"], strict=False)
-        [active] = step["draws"]
+        [visible] = step["draws"]
         with torch.no_grad():
-            loss = eager(step["batch"], active).item()
+            loss = eager(step["batch"], visible).item()
         assert abs(loss - step["loss"]) <= 1e-5, f"step {i + 1}: compiled {step['loss']:.8f}, eager {loss:.8f}"
     assert list(model_state(tmp_path / "run")) == list(eager.state_dict())
     assert json.loads((tmp_path / "run" / "run.json").read_text())["compile"] == "compiled (compiled as configured)"
@@ -310,17 +311,22 @@ def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path,
 
 
 def test_cli(images, tmp_path, capsys, monkeypatch):
-    import spark.data.prepare
+    import eval.data.prepare
 
-    monkeypatch.setattr(spark.data.prepare, "main", lambda argv, prog: len(argv) if prog == "spark prepare" else -1)
-    assert cli(["prepare", "--params", "p.yaml", "data.seed=1"]) == 3  # delegated verbatim, under its spark name
+    prepared = []
+    monkeypatch.setattr(eval.data.prepare, "prepare", lambda cfg: prepared.append(cfg) or [])
+    (tmp_path / "p.yaml").write_text("data: {root: somewhere}\n")
+    assert cli(["prepare", "--params", str(tmp_path / "p.yaml"), "data.seed=1"]) == 0  # the data section, overridden
+    assert [(cfg.root, cfg.seed) for cfg in prepared] == [("somewhere", 1)]
 
     params = write_params(tmp_path / "params.yaml", tiny(images))
     assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "bad"), "pretrain.mask_ratio=1.5"]) == 2
     assert "pretrain.mask_ratio: must be in (0, 1), got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
-    assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "run"), "pretrain.epochs=2"]) == 0
+    with counting_reads(params) as reads:
+        assert cli(["pretrain", "--params", str(params), "--out", str(tmp_path / "run"), "pretrain.epochs=2"]) == 0
+    assert len(reads) == 1, reads  # the job reads its params once
     assert load_torch(tmp_path / "run" / "checkpoint.pth")["config"]["epochs"] == 2
     figure = tmp_path / "fig.png"
     pictures = sorted(images.rglob("*.png"))[:3]

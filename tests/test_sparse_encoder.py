@@ -8,10 +8,10 @@ from timm.layers import LayerNorm, LayerNorm2d
 from timm.layers.cbam import CbamModule, LightCbamModule
 from torch import nn
 
-from spark import build_spark
+from spark.model import SparKConfig, build_spark
 from spark.encoder import create_encoder
-from spark.masking import upsample_active
-from spark.sparse import ActiveMask, MaskedOutput, sparsify
+from spark.masking import upsample_visible
+from spark.sparse import VisibleMask, MaskedOutput, sparsify
 
 ENCODERS = ["resnet18", "resnet50", "resnet10t", "convnext_atto", "convnext_tiny", "seresnet18", "regnety_002", "efficientnet_b0"]
 
@@ -51,7 +51,7 @@ def test_all_visible_equals_dense(arch, precision, train):
     memory_format = torch.channels_last if precision == "channels_last" else torch.contiguous_format
     dense = dense.to(memory_format=memory_format)
     fp32_dense = copy.deepcopy(dense)  # bf16 only: how far bf16 rounding alone moves the dense model
-    sparse = sparsify(copy.deepcopy(dense), mask := ActiveMask())
+    sparse = sparsify(copy.deepcopy(dense), mask := VisibleMask())
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64 if precision == "fp64" else torch.float32)
     x = x.contiguous(memory_format=memory_format)
     indices = list(scales.indices)
@@ -114,10 +114,10 @@ def test_all_visible_equals_dense(arch, precision, train):
 def test_masked_positions_are_zero_in_sparse_mode_only(arch):
     x = torch.randn(2, 3, 128, 128)
     for mode in ("sparse", "zero_out"):
-        model = build_spark(arch, 128, decoder_width=64, encoder_mode=mode)
-        active = model.mask(2)
-        for f in model.forward_encoder(x, active):
-            at_masked = f * ~upsample_active(active, f.shape[-2:])
+        model = build_spark(SparKConfig(arch=arch, input_size=128, decoder_width=64, encoder_mode=mode))
+        visible = model.sample_visible(2)
+        for f in model.forward_encoder(x, visible):
+            at_masked = f * ~upsample_visible(visible, f.shape[-2:])
             if mode == "sparse":
                 assert torch.count_nonzero(at_masked) == 0
             else:
@@ -153,30 +153,30 @@ def test_masked_features_inside_the_encoder_never_reach_visible_outputs(arch, tr
     zeroed image) has no such property: the same noise changes visible outputs at every scale."""
     x = torch.randn(2, 3, 64, 64)
     for mode in ("sparse", "zero_out"):
-        clean = build_spark(arch, 64, decoder_width=64, encoder_mode=mode).train(train)
+        clean = build_spark(SparKConfig(arch=arch, input_size=64, decoder_width=64, encoder_mode=mode)).train(train)
         _trained_like(clean.encoder, train)
         noisy = copy.deepcopy(clean)
-        active = clean.mask(2, generator=torch.Generator().manual_seed(1))  # 2 of 4 cells visible per image
+        visible = clean.sample_visible(2, generator=torch.Generator().manual_seed(1))  # 2 of 4 cells visible per image
         injected = []
 
-        def add_noise(module, inputs, out, active=active, injected=injected):
-            masked = ~upsample_active(active, out.shape[-2:])
+        def add_noise(module, inputs, out, visible=visible, injected=injected):
+            masked = ~upsample_visible(visible, out.shape[-2:])
             noise = 5 * torch.randn_like(out) * masked
             injected.append(torch.count_nonzero(noise).item())
             return out + noise
 
         noisy.encoder.get_submodule(STEMS[arch]).register_forward_hook(add_noise)
-        feats, feats_noisy = clean.forward_encoder(x, active), noisy.forward_encoder(x, active)
+        feats, feats_noisy = clean.forward_encoder(x, visible), noisy.forward_encoder(x, visible)
         assert len(injected) == 1 and injected[0] > 0
         assert len(feats) == len(feats_noisy) == 4
         for f, fn in zip(feats, feats_noisy):
-            visible = upsample_active(active, f.shape[-2:]).expand_as(f)
-            change = (f[visible] - fn[visible]).abs().max().item()
+            shown = upsample_visible(visible, f.shape[-2:]).expand_as(f)
+            change = (f[shown] - fn[shown]).abs().max().item()
             if mode == "sparse":
                 assert change == 0, f"{tuple(f.shape)}: masked-position noise moved visible outputs by {change}"
-                assert torch.count_nonzero(fn[~visible]) == 0
+                assert torch.count_nonzero(fn[~shown]) == 0
             else:
-                assert change > 1e-3 * f[visible].abs().max().item(), f"zero_out unaffected at {tuple(f.shape)}"
+                assert change > 1e-3 * f[shown].abs().max().item(), f"zero_out unaffected at {tuple(f.shape)}"
         if mode == "sparse":
             for (name, a), b in zip(clean.encoder.state_dict().items(), noisy.encoder.state_dict().values()):
                 assert torch.equal(a, b), name
@@ -203,27 +203,28 @@ def test_sparsify_refuses_layers_whose_statistics_span_masked_positions(name):
     assert type(layer).__name__ == name
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.BatchNorm2d(8), layer), nn.ReLU())
     with pytest.raises(TypeError, match=rf"^{name} has no sparse version: its statistics would include masked"):
-        sparsify(model, ActiveMask())
+        sparsify(model, VisibleMask())
 
 
 def test_a_timm_encoder_with_group_norm_is_refused():
     with pytest.raises(TypeError, match=r"^GroupNorm has no sparse version"):
-        build_spark("resnet50_gn", 64, decoder_width=64)
-    build_spark("resnet50_gn", 64, decoder_width=64, encoder_mode="zero_out")  # the dense ablation needs no sparse form
+        build_spark(SparKConfig(arch="resnet50_gn", input_size=64, decoder_width=64))
+    # The dense ablation needs no sparse form.
+    build_spark(SparKConfig(arch="resnet50_gn", input_size=64, decoder_width=64, encoder_mode="zero_out"))
 
 
-def _gather(x, visible):
+def _gather(x, shown):
     """(B, C, H, W) -> (N, C) at visible sites: the reference's gather."""
-    return x.permute(0, 2, 3, 1)[visible[:, 0]]
+    return x.permute(0, 2, 3, 1)[shown[:, 0]]
 
 
 def test_masked_batchnorm_equals_batchnorm1d_on_visible_sites():
-    active = torch.rand(4, 1, 3, 3) > 0.5
-    active[0, 0, 0, 0] = True
-    visible = upsample_active(active, (12, 12))
-    x = torch.randn(4, 8, 12, 12) * visible
+    visible = torch.rand(4, 1, 3, 3) > 0.5
+    visible[0, 0, 0, 0] = True
+    shown = upsample_visible(visible, (12, 12))
+    x = torch.randn(4, 8, 12, 12) * shown
 
-    masked_bn = sparsify(nn.BatchNorm2d(8), mask := ActiveMask())
+    masked_bn = sparsify(nn.BatchNorm2d(8), mask := VisibleMask())
     ref = nn.BatchNorm1d(8)
     with torch.no_grad():
         for bn in (masked_bn, ref):
@@ -231,24 +232,24 @@ def test_masked_batchnorm_equals_batchnorm1d_on_visible_sites():
             bn.bias.uniform_(-0.5, 0.5)
         ref.load_state_dict(masked_bn.state_dict())
 
-    xs, xr = x.clone().requires_grad_(True), _gather(x, visible).detach().requires_grad_(True)
+    xs, xr = x.clone().requires_grad_(True), _gather(x, shown).detach().requires_grad_(True)
     upstream = torch.randn(4, 8, 12, 12)
-    with mask.use(active):
+    with mask.use(visible):
         out = masked_bn(xs)
     out_ref = ref(xr)
-    torch.testing.assert_close(_gather(out, visible), out_ref, atol=1e-5, rtol=1e-5)
-    assert torch.count_nonzero(out * ~visible) == 0
+    torch.testing.assert_close(_gather(out, shown), out_ref, atol=1e-5, rtol=1e-5)
+    assert torch.count_nonzero(out * ~shown) == 0
     (out * upstream).sum().backward()
-    (out_ref * _gather(upstream, visible)).sum().backward()
-    torch.testing.assert_close(_gather(xs.grad, visible), xr.grad, atol=1e-5, rtol=1e-4)
+    (out_ref * _gather(upstream, shown)).sum().backward()
+    torch.testing.assert_close(_gather(xs.grad, shown), xr.grad, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(masked_bn.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(masked_bn.bias.grad, ref.bias.grad, atol=1e-4, rtol=1e-4)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(masked_bn, name), getattr(ref, name), atol=1e-6, rtol=1e-5)
 
     masked_bn.eval(), ref.eval()
-    with mask.use(active):
-        torch.testing.assert_close(_gather(masked_bn(x), visible), ref(_gather(x, visible)), atol=1e-5, rtol=1e-5)
+    with mask.use(visible):
+        torch.testing.assert_close(_gather(masked_bn(x), shown), ref(_gather(x, shown)), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -258,11 +259,11 @@ def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine
     BatchNorm1d on the gathered visible sites to float64 rounding, whatever the input holds at masked positions
     (convs feeding it leave their output unmasked), with zeros there in output and gradient."""
     g = torch.Generator().manual_seed(0)
-    active = torch.rand(4, 1, 3, 3, generator=g) > 0.5
-    active[0, 0, 0, 0] = True
-    visible = upsample_active(active, (12, 12))
+    visible = torch.rand(4, 1, 3, 3, generator=g) > 0.5
+    visible[0, 0, 0, 0] = True
+    shown = upsample_visible(visible, (12, 12))
     x = (torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64) + 3).requires_grad_(True)  # garbage masked
-    masked_bn = sparsify(nn.BatchNorm2d(8, affine=affine).double(), mask := ActiveMask())
+    masked_bn = sparsify(nn.BatchNorm2d(8, affine=affine).double(), mask := VisibleMask())
     ref = nn.BatchNorm1d(8, affine=affine).double()
     with torch.no_grad():
         if affine:
@@ -272,17 +273,17 @@ def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine
         masked_bn.running_var.uniform_(0.5, 2, generator=g)
         ref.load_state_dict(masked_bn.state_dict())
     masked_bn.train(train), ref.train(train)
-    rows = _gather(x, visible).detach().requires_grad_(True)
+    rows = _gather(x, shown).detach().requires_grad_(True)
     upstream = torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64)
-    with mask.use(active):
+    with mask.use(visible):
         out = masked_bn(x)
     out_ref = ref(rows)
     (out * upstream).sum().backward()
-    (out_ref * _gather(upstream, visible)).sum().backward()
+    (out_ref * _gather(upstream, shown)).sum().backward()
     exact = dict(atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(_gather(out, visible), out_ref, **exact)
-    torch.testing.assert_close(_gather(x.grad, visible), rows.grad, **exact)
-    assert torch.count_nonzero(out * ~visible) == 0 and torch.count_nonzero(x.grad * ~visible) == 0
+    torch.testing.assert_close(_gather(out, shown), out_ref, **exact)
+    torch.testing.assert_close(_gather(x.grad, shown), rows.grad, **exact)
+    assert torch.count_nonzero(out * ~shown) == 0 and torch.count_nonzero(x.grad * ~shown) == 0
     for (name, a), b in zip(masked_bn.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, **exact, msg=name)
     for (name, a), b in zip(masked_bn.named_buffers(), ref.buffers()):
@@ -293,20 +294,20 @@ def test_masked_batchnorm_normalises_bf16_in_fp32_and_rounds_once():
     """Under bf16 the scale and shift stay fp32: the output is the fp32 normalisation of the bf16 input with the
     visible sites' statistics, rounded to bf16 once (within one bf16 ulp), as the dense BN's fused kernel does."""
     g = torch.Generator().manual_seed(0)
-    active = torch.rand(4, 1, 3, 3, generator=g) > 0.5
-    active[0, 0, 0, 0] = True
-    visible = upsample_active(active, (12, 12))
+    visible = torch.rand(4, 1, 3, 3, generator=g) > 0.5
+    visible[0, 0, 0, 0] = True
+    shown = upsample_visible(visible, (12, 12))
     x = (torch.randn(4, 8, 12, 12, generator=g) * 3 + 5).bfloat16()
-    masked_bn = sparsify(nn.BatchNorm2d(8, momentum=None), mask := ActiveMask())  # stats of this batch
+    masked_bn = sparsify(nn.BatchNorm2d(8, momentum=None), mask := VisibleMask())  # stats of this batch
     with torch.no_grad():
         masked_bn.weight.uniform_(0.5, 1.5, generator=g)
         masked_bn.bias.uniform_(-0.5, 0.5, generator=g)
-    with mask.use(active):
+    with mask.use(visible):
         out = masked_bn(x)
-    rows = _gather(x.float(), visible)
+    rows = _gather(x.float(), shown)
     var, mean = torch.var_mean(rows, 0, correction=0)
     want = (x.float() - mean[:, None, None]) * torch.rsqrt(var + masked_bn.eps)[:, None, None]
-    want = (want * masked_bn.weight[:, None, None] + masked_bn.bias[:, None, None]) * visible
+    want = (want * masked_bn.weight[:, None, None] + masked_bn.bias[:, None, None]) * shown
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want.detach(), rtol=2**-8, atol=1e-6)
 
@@ -314,7 +315,7 @@ def test_masked_batchnorm_normalises_bf16_in_fp32_and_rounds_once():
 def test_masks_are_skipped_only_where_a_masked_norm_consumes_the_output():
     """A conv whose every use is a BN needs no mask (the BN ignores masked positions and zeroes them); a max-pool
     feeding a conv does, and so does any layer of a network torch.fx cannot trace."""
-    model = build_spark("resnet18", 64, decoder_width=64)
+    model = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
     layers = {name: m for name, m in model.encoder.named_modules() if isinstance(m, MaskedOutput)}
     assert {name for name, m in layers.items() if m.masks_output} == {"maxpool"}
     assert sum(isinstance(m, nn.Conv2d) for m in layers.values()) == 20
@@ -327,30 +328,30 @@ def test_masks_are_skipped_only_where_a_masked_norm_consumes_the_output():
         def forward(self, x):
             return self.bn(self.conv(x)) if x.sum() > 0 else x  # data-dependent branch: fx cannot trace it
 
-    module = sparsify(Untraceable(), ActiveMask())
+    module = sparsify(Untraceable(), VisibleMask())
     assert module.conv.masks_output
 
-    preact = sparsify(create_encoder("resnetv2_50")[0], ActiveMask())
+    preact = sparsify(create_encoder("resnetv2_50")[0], VisibleMask())
     # pre-activation ResNet: the stem conv feeds a max-pool; a block's first conv feeds its second norm
     assert preact.stem.conv.masks_output and not preact.stages[0].blocks[0].conv1.masks_output
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_masked_layernorm_equals_layernorm_on_visible_sites(channels_last):
-    active = torch.rand(2, 1, 4, 4) > 0.5
-    visible = upsample_active(active, (8, 8))
-    x = torch.randn(2, 6, 8, 8) * visible
+    visible = torch.rand(2, 1, 4, 4) > 0.5
+    shown = upsample_visible(visible, (8, 8))
+    x = torch.randn(2, 6, 8, 8) * shown
     norm = LayerNorm(6) if channels_last else LayerNorm2d(6)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
     ref = nn.LayerNorm(6, eps=norm.eps)
     ref.load_state_dict(norm.state_dict())
-    sparse = sparsify(norm, mask := ActiveMask())
-    with mask.use(active):
+    sparse = sparsify(norm, mask := VisibleMask())
+    with mask.use(visible):
         out = sparse(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) if channels_last else sparse(x)
-    torch.testing.assert_close(_gather(out, visible), ref(_gather(x, visible)), atol=1e-5, rtol=1e-5)
-    assert torch.count_nonzero(out * ~visible) == 0
+    torch.testing.assert_close(_gather(out, shown), ref(_gather(x, shown)), atol=1e-5, rtol=1e-5)
+    assert torch.count_nonzero(out * ~shown) == 0
 
 
 def test_squeeze_excite_pools_over_visible_positions():
@@ -358,12 +359,12 @@ def test_squeeze_excite_pools_over_visible_positions():
 
     se = SEModule(8).eval()
     dense = copy.deepcopy(se)
-    active = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
-    active[0, 0, 0, 0] = True
-    visible = upsample_active(active, (8, 8))
-    x = torch.rand(1, 8, 8, 8) * visible
-    sparse = sparsify(se, mask := ActiveMask())
-    with mask.use(active):
+    visible = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    visible[0, 0, 0, 0] = True
+    shown = upsample_visible(visible, (8, 8))
+    x = torch.rand(1, 8, 8, 8) * shown
+    sparse = sparsify(se, mask := VisibleMask())
+    with mask.use(visible):
         out = sparse(x)
     # The visible quarter alone, run dense, is what a sparse SE must compute there.
     torch.testing.assert_close(out[..., :4, :4], dense(x[..., :4, :4]), atol=1e-6, rtol=1e-5)

@@ -8,8 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from spark.masking import upsample_active
-from spark.sparse import ActiveMask, convert_sync_batchnorm, sparsify
+from spark.masking import upsample_visible
+from spark.sparse import VisibleMask, convert_sync_batchnorm, sparsify
 
 
 def _free_port() -> int:
@@ -20,19 +20,19 @@ def _free_port() -> int:
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    active = torch.rand(4, 1, 2, 2, generator=g) > 0.4
-    active[:, 0, 0, 0] = True
-    x = torch.randn(4, 5, 8, 8, generator=g) * upsample_active(active, (8, 8))
-    return x, active
+    visible = torch.rand(4, 1, 2, 2, generator=g) > 0.4
+    visible[:, 0, 0, 0] = True
+    x = torch.randn(4, 5, 8, 8, generator=g) * upsample_visible(visible, (8, 8))
+    return x, visible
 
 
 def _rank(rank: int, port: int, queue) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    x, active = _inputs()
-    bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := ActiveMask()))
+    x, visible = _inputs()
+    bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := VisibleMask()))
     part = slice(2 * rank, 2 * rank + 2)
     xr = x[part].clone().requires_grad_(True)
-    with mask.use(active[part]):
+    with mask.use(visible[part]):
         out = bn(xr)
     out.square().sum().backward()
     queue.put((rank, out.detach(), xr.grad, bn.running_mean.clone(), bn.running_var.clone()))
@@ -40,10 +40,10 @@ def _rank(rank: int, port: int, queue) -> None:
 
 
 def test_synchronised_masked_batchnorm_matches_full_batch():
-    x, active = _inputs()
-    bn = sparsify(nn.BatchNorm2d(5), mask := ActiveMask())
+    x, visible = _inputs()
+    bn = sparsify(nn.BatchNorm2d(5), mask := VisibleMask())
     xs = x.clone().requires_grad_(True)
-    with mask.use(active):
+    with mask.use(visible):
         out = bn(xs)
     # Each rank's loss is the sum over its half; the all-reduced moments make the gradients add up.
     out.square().sum().backward()

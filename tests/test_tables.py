@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from eval.dag import detection_branches, finetune_branches, layout, pretrain_branches
+from eval.pipeline.dag import detection_branches, finetune_branches, layout, pretrain_branches
 from eval.report import report
 from eval.tables import RunRecordError, display, load_runs, mean_std
 

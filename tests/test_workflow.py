@@ -20,8 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from eval.dag import detection_branches, finetune_branches, pretrain_branches, validate, workflow_params
-from eval.stage_code import PACKAGES
+from eval.pipeline.dag import (
+    detection_branches, finetune_branches, layout, pretrain_branches, validate, workflow_params,
+)
+from eval.pipeline.dvc_yaml import render
+from eval.pipeline.stage_code import PACKAGES
 from spark.config import ConfigError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +143,17 @@ def test_paper_dry_run_lists_every_job_without_the_data():
                      "total": "23"}
     for arch in ("resnet50", "convnext_base"):
         assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
+
+
+def test_dvc_yaml_is_generated_from_the_layout(tmp_path):
+    """dvc.yaml is current, and the run directories DVC expands from it are the Layout's, branch for branch."""
+    assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: regenerate it with `make dvc.yaml`"
+    params = load_params(PRESETS["mini"])
+    branches = {"pretrain": pretrain_branches, "finetune": finetune_branches, "detection": detection_branches}
+    expected = [layout(params).run(stage, b) for stage, of in branches.items() for b in of(params)]
+    expanded = [str(Path(o).parent) for s in dvc_stages(checkout(tmp_path, "mini")) for o in s["outputs"]
+                if o.endswith("/metrics.json")]
+    assert sorted(expanded) == sorted(expected)
 
 
 def test_params_are_checked_up_front_naming_the_key(tmp_path):
@@ -311,15 +325,41 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     assert all(math.isfinite(m["top1"]) and 0 <= m["top1"] <= 100 for m in lrs.values())
 
 
-def test_launcher_follows_the_stage_resources():
-    from eval.launch import command
+def test_a_job_follows_its_stage_resources(monkeypatch):
+    """``resources.<stage>``: torchrun with one process per GPU (Detectron2: its own workers), and
+    threads / gpus torch threads per process, for the time of the job."""
+    import types
 
-    paper, mini = load_params(PRESETS["paper"]), load_params(PRESETS["mini"])
-    argv, env = command("pretrain", "spark.pretrain", ["--out", "r"], paper)
-    assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8", "-m", "spark.pretrain",
-                        "--out", "r"]
-    assert env == {"OMP_NUM_THREADS": "10"}  # 80 threads over 8 processes
-    argv, _ = command("detection", "eval.detection", ["--out", "r"], paper)
-    assert argv[1:] == ["-m", "eval.detection", "--out", "r", "--num-gpus", "8"]  # Detectron2 launches its workers
-    argv, env = command("finetune", "eval.finetune", ["--out", "r"], mini)
-    assert (argv[1:], env) == (["-m", "eval.finetune", "--out", "r"], {"OMP_NUM_THREADS": "1"})
+    import torch
+
+    import eval.cli
+    import eval.finetune
+
+    class Replaced(Exception):
+        pass
+
+    def execvpe(file, argv, env):
+        raise Replaced(argv, env)
+
+    monkeypatch.setattr(eval.cli.os, "execvpe", execvpe)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    job = ["--params", str(PRESETS["paper"]), "--out", "r", "--model", "resnet50"]
+    with pytest.raises(Replaced) as replaced:
+        eval.cli.main(["pretrain", *job, "--variant", "sparse"])
+    argv, env = replaced.value.args
+    assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8", "-m", "eval.cli",
+                        "pretrain", *job, "--variant", "sparse"]
+    assert env["OMP_NUM_THREADS"] == "10"  # 80 threads over 8 processes
+
+    launched = []
+    detection = types.SimpleNamespace(run=lambda config, init, out, num_gpus, restart: launched.append(num_gpus))
+    monkeypatch.setitem(sys.modules, "eval.detection.train", detection)
+    assert eval.cli.main(["detect", *job, "--init", "scratch"]) == 0
+    assert launched == [8]  # Detectron2 launches its workers
+
+    threads, before = [], torch.get_num_threads()
+    monkeypatch.setattr(eval.finetune, "finetune", lambda *args: threads.append(
+        (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"])))
+    mini = ["--params", str(PRESETS["mini"]), "--out", "r", "--model", "resnet18", "--regime", "all"]
+    assert eval.cli.main(["finetune", *mini, "--init", "scratch"]) == 0
+    assert threads == [(1, "1")] and torch.get_num_threads() == before

@@ -2,6 +2,6 @@
 
 Laid out like a Detectron2 ``projects/*`` project: a registered timm backbone (``backbone``), strict weight
 conversion (``convert``), the authors' config (``config`` for params.yaml, ``recipe`` for Detectron2), layer-wise lr
-decay (``optim``), the trainer (``train``) and a thin CLI (``python -m eval.detection``). Only ``config`` works
+decay (``optim``) and the trainer (``train``), run by ``spark detect``. Only ``config`` works
 without Detectron2 installed, so params.yaml validates anywhere.
 """

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from spark.config import require
+from spark.config import Section, require
 
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 
 
 @dataclass
-class DetectionConfig:
+class DetectionConfig(Section):
     """Dataset, encoder and the Detectron2 recipe; see ``eval/detection/recipe.py`` for where each lands."""
+
+    SECTION: ClassVar[str] = "detection"
 
     # COCO-format dataset: annotation JSONs and image folders, relative to ``data_root`` unless absolute.
     data_root: str = "/datasets/coco"

@@ -31,12 +31,13 @@ from eval.detection.convert import load_encoder
 from eval.detection.optim import build_optimizer
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
 from eval.detection.writer import DvcLiveWriter
-from spark.checkpoint import read_encoder_state_dict
+from spark.engine import check_resumable
+from eval.pipeline.branches import SCRATCH
+from spark.weights import read_encoder_state_dict
 from spark.config import ConfigError
 from spark.io import write_json, write_text
 from spark.provenance import recorded_run
 
-SCRATCH = "scratch"
 RECIPE_NAME = "params.json"
 TASKS = ("bbox", "segm")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -162,20 +163,17 @@ def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, rest
 
 
 def _check_resumable(out: Path, recipe: dict, restart_on_change: bool) -> None:
-    checkpoints = [*out.glob("model_*.pth"), out / "last_checkpoint"]
-    recorded_path = out / RECIPE_NAME
-    if not (out / "last_checkpoint").is_file() or not recorded_path.is_file():
+    """The shared resume policy (:func:`spark.engine.check_resumable`) over Detectron2's checkpoints, which are
+    set aside into ``stale/``."""
+    last, recorded_path = out / "last_checkpoint", out / RECIPE_NAME
+    if not last.is_file() or not recorded_path.is_file():
         return
     recorded = json.loads(recorded_path.read_text())
     changed = sorted(k for k in recipe.keys() | recorded.keys() if recipe.get(k) != recorded.get(k))
-    if not changed:
-        return
-    if not restart_on_change:
-        raise ConfigError(f"{out} holds checkpoints written with different values of {', '.join(changed)}; restore "
-                          "them, use a new run directory, or pass --restart-on-change")
-    stale = out / "stale"
-    stale.mkdir(exist_ok=True)
-    for path in checkpoints:
-        if path.exists():
-            os.replace(path, stale / path.name)
-    logger.warning("%s: %s changed, starting over (old checkpoints in %s)", out, ", ".join(changed), stale)
+
+    def set_aside() -> None:
+        (out / "stale").mkdir(exist_ok=True)
+        for path in [*out.glob("model_*.pth"), last]:
+            os.replace(path, out / "stale" / path.name)
+
+    check_resumable(last, changed, restart_on_change, set_aside)

@@ -9,45 +9,36 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import timm
 
-from spark.config import (
-    ConfigError, apply_override, branch_section, changed_keys, load_params, parse_section, require,
-)
-from spark.engine import PrecisionName
+from spark.config import ConfigError, parse_section, require
+from spark.engine import CompileSetting, TrainingConfig
 
 from .data import IMAGENET_CROP_SCALE, train_transform
 from .layer_decay import supports_layer_decay
 from .recipes import RECIPES, OptimizerName
 
-SECTION = "finetune"
 AUTO = "auto"
 DEFAULT_ARCH = "resnet50"
-# Keys that may change when a run is resumed: they affect speed or bookkeeping, not the trained weights.
-RESUMABLE_CHANGES = frozenset({"num_workers", "compile", "micro_batch", "save_every"})
 
 
 @dataclass(kw_only=True)
-class FinetuneConfig:
-    """One fine-tuning run. ``lr = base_lr * global_batch / 256``; ``global_batch`` is split across ranks and,
-    when ``micro_batch`` is set, accumulated over micro-batches of at most that many images per device."""
+class FinetuneConfig(TrainingConfig):
+    """One fine-tuning run: the classifier, the data, and a recipe (see :class:`spark.engine.TrainingConfig`)."""
+
+    SECTION: ClassVar[str] = "finetune"
 
     data: str  # ImageFolder root: train/<class>/*, val/<class>/*
     arch: str = DEFAULT_ARCH  # any timm classifier; layer decay < 1 needs a ResNet or a ConvNeXt
     recipe: str  # where unset recipe keys come from; "auto" in params.yaml is resolved to the one named like arch
     input_size: int = 224
 
-    # The recipe: no defaults here, a recipe fills what the section leaves out.
-    global_batch: int
-    epochs: int
-    warmup_epochs: int
+    # The recipe (and global_batch, epochs, warmup_epochs, base_lr, weight_decay): no defaults here, a recipe
+    # fills what the section leaves out.
     optimizer: OptimizerName
-    base_lr: float
     layer_decay: float  # lr scale per layer: layer_decay ** (layers above it); 1 disables
-    weight_decay: float
     mixup: float  # Mixup alpha; 0 turns Mixup and CutMix off (targets are still label-smoothed)
     drop_path_rate: float
     ema_decay: float
@@ -64,17 +55,8 @@ class FinetuneConfig:
     ema_warmup: bool = False  # timm's EMA decay warmup, for runs too short for ema_decay (CPU presets)
     label_fraction: float = 1.0  # labels kept per class (stratified, drawn from `seed`: the same split for every init)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
-    clip: float = 0.0  # max gradient norm; 0 disables clipping (the reference does not clip)
-
-    # How the run executes.
-    micro_batch: int | None = None
-    num_workers: int = 8
-    precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
-    channels_last: bool = False
-    compile: bool = False
-    save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
-    seed: int = 0
-    deterministic: bool = False
+    clip: float = 0.0  # the reference does not clip
+    compile: CompileSetting = False
 
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an ImageFolder root with train/ and val/")
@@ -82,14 +64,10 @@ class FinetuneConfig:
         require(self.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         require(self.input_size >= 32, "input_size", f"must be >= 32, got {self.input_size}")
         require(self.global_batch >= 2, "global_batch", f"must be >= 2, got {self.global_batch}")
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs",
-                f"must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
-        require(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
+        TrainingConfig.__post_init__(self)
         require(0 < self.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {self.layer_decay}")
         require(self.layer_decay == 1 or supports_layer_decay(self.arch), "layer_decay",
                 f"layer-wise lr decay is defined for timm ResNets and ConvNeXts, not {self.arch!r}; set it to 1")
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.mixup >= 0, "mixup", f"must be >= 0, got {self.mixup}")
         require(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
         require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
@@ -100,21 +78,19 @@ class FinetuneConfig:
         require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
                 f"must be two numbers 0 < low <= high <= 1, got {self.crop_scale}")
         require(0 < self.eval_crop <= 1, "eval_crop", f"must be in (0, 1], got {self.eval_crop}")
-        require(self.clip >= 0, "clip", f"must be >= 0, got {self.clip}")
         require(0 < self.label_fraction <= 1, "label_fraction", f"must be in (0, 1], got {self.label_fraction}")
         require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
-        require(self.micro_batch is None or self.micro_batch >= 1, "micro_batch",
-                f"must be >= 1, got {self.micro_batch}")
-        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
         try:
             train_transform(self.input_size, self.augment, self.erase_prob, self.crop_scale)
         except ValueError as err:
             raise ConfigError(f"augment: {err}") from None
 
-    @property
-    def peak_lr(self) -> float:
-        return self.base_lr * self.global_batch / 256
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> FinetuneConfig:
+        """The validated ``finetune`` section of loaded params, recipe applied."""
+        if cls.SECTION not in params:
+            raise ConfigError(f"params: missing section '{cls.SECTION}'")
+        return parse_section({**params, cls.SECTION: with_recipe(params[cls.SECTION])}, cls.SECTION, cls)
 
     @property
     def loss_name(self) -> Literal["bce", "ce"]:
@@ -126,44 +102,22 @@ class FinetuneConfig:
     def check_world_size(self, world_size: int) -> None:
         """Each rank gets the same even batch: Mixup pairs every image with the batch reversed."""
         if self.global_batch % (2 * world_size):
-            raise ConfigError(f"params: {SECTION}.global_batch: {self.global_batch} does not split into an even "
+            raise ConfigError(f"params: {self.SECTION}.global_batch: {self.global_batch} does not split into an even "
                               f"batch per process over {world_size} process(es)")
-
-    def changed_keys(self, recorded: Mapping[str, Any]) -> list[str]:
-        """Keys whose value differs from the config a checkpoint ``recorded``, except :data:`RESUMABLE_CHANGES`."""
-        return changed_keys(self, dict(recorded), RESUMABLE_CHANGES)
 
 
 def with_recipe(section: Any) -> Any:
     """``section`` merged over its recipe, ``recipe`` resolved to the recipe's name (non-mappings pass through
-    for :func:`spark.config.parse_section` to reject)."""
+    for :meth:`FinetuneConfig.parse` to reject)."""
     if not isinstance(section, dict):
         return section
     name = section.get("recipe", AUTO)
     if name == AUTO:
         arch = section.get("arch", DEFAULT_ARCH)
         if arch not in RECIPES:
-            raise ConfigError(f"params: {SECTION}.recipe: no recipe is named like arch {arch!r}; name one of "
+            raise ConfigError(f"params: finetune.recipe: no recipe is named like arch {arch!r}; name one of "
                               f"{', '.join(RECIPES)}")
         name = arch
     if name not in RECIPES:
-        raise ConfigError(f"params: {SECTION}.recipe: must be 'auto' or one of {', '.join(RECIPES)}, got {name!r}")
+        raise ConfigError(f"params: finetune.recipe: must be 'auto' or one of {', '.join(RECIPES)}, got {name!r}")
     return {**dataclasses.asdict(RECIPES[name]), **section, "recipe": name}
-
-
-def parse_finetune(params: dict[str, Any]) -> FinetuneConfig:
-    """The validated ``finetune`` section of loaded params, recipe applied."""
-    if SECTION not in params:
-        raise ConfigError(f"params: missing section '{SECTION}'")
-    return parse_section({**params, SECTION: with_recipe(params[SECTION])}, SECTION, FinetuneConfig)
-
-
-def load_finetune_config(params: str | Path, overrides: Iterable[str] = (), *,
-                         model: str | None = None, regime: str | None = None) -> FinetuneConfig:
-    """The ``finetune`` section of ``params`` for one DAG branch (``models[model].finetune``, then
-    ``label_regimes[regime]`` merged over it, see :func:`spark.config.branch_section`), then dotted overrides, then
-    the recipe under what is left unset."""
-    raw = branch_section(load_params(params), SECTION, model, regime=regime)
-    for item in overrides:
-        apply_override(raw, item)
-    return parse_finetune(raw)

@@ -1,4 +1,4 @@
-"""The fine-tuning run: one run directory, resumable, the same code on a laptop and under torchrun.
+"""The fine-tuning run (:func:`finetune`): a timm classifier on an ImageFolder, in one resumable run directory.
 
 ``RUN_DIR`` receives ``checkpoint.pth`` (model, EMA, optimizer, history: everything to resume), ``metrics.json``
 (last epoch's top-1/top-5 of the model and of its EMA, the best epoch, the init source and its load report),
@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import torch
 from timm.layers import convert_sync_batchnorm
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from spark.config import ConfigError, to_dict
-from spark.engine import (
-    METRICS_NAME, DistEnv, EpochTrainer, Precision, all_reduce_sum, apply_lr_wd,
-    derive_seed, distributed_env, epoch_bar, resume_state, save_state, seed_all, set_deterministic, set_epoch,
-    train_loader, train_step, unwrap, warmup_cosine, wrap_ddp,
-)
+from spark.engine import METRICS_NAME, DistEnv, EpochTrainer, run_training, seed_all, train_loader
 from spark.io import write_json
-from spark.provenance import recorded_run
 
 from .config import FinetuneConfig
 from .data import batch_mixer, eval_transform, image_folders, label_split, train_transform
@@ -45,39 +36,32 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, init: str | Path = SCR
              restart_on_change: bool = False) -> nn.Module:
     """Fine-tune into ``run_dir`` (resuming it if it holds a checkpoint) in this process's torchrun group.
 
-    ``init`` is ``scratch`` or weights :func:`spark.load_checkpoint` reads; a resumed run must name the same one
-    and the same recipe, or with ``restart_on_change`` it starts over (see :func:`spark.engine.resume_state`).
-    Returns the final model (not the EMA), unwrapped, on this rank's device.
+    ``init`` is ``scratch`` or weights :func:`spark.weights.load_checkpoint` reads; a resumed run must name the
+    same one and the same recipe, or with ``restart_on_change`` it starts over (see
+    :func:`spark.engine.resume_state`). Returns the final model (not the EMA), unwrapped, on this rank's device.
     """
-    with distributed_env() as env:
-        config.check_world_size(env.world_size)
-        trainer = Finetuner(config, Path(run_dir), env, str(init), restart_on_change)
-        provenance = recorded_run(run_dir, "finetune", to_dict(config), config.seed) if env.is_main else nullcontext({})
-        with provenance as info:
-            info.update(init=trainer.init, resumed=trainer.start_epoch > 0, precision=trainer.precision.describe())
-            return trainer.fit()
+    return run_training("finetune", config,
+                        lambda env: Finetuner(config, Path(run_dir), env, str(init), restart_on_change))
 
 
 class Finetuner(EpochTrainer):
-    """Builds the run (data, model, EMA, optimizer, resume state) and trains it epoch by epoch."""
+    """Fine-tuning's parts of the run: the classifier and its EMA, Mixup/CutMix, evaluation, the summary."""
 
     logger = logger
+    config: FinetuneConfig
 
     def __init__(self, config: FinetuneConfig, run_dir: Path, env: DistEnv, init: str,
                  restart_on_change: bool = False) -> None:
-        self.config, self.run_dir, self.env, self.init = config, run_dir, env, init
-        set_deterministic(config.deterministic)
-        state = resume_state(run_dir, env, lambda s: _changed_keys(config, init, s), restart_on_change)
+        self.init = init
+        super().__init__(config, run_dir, env, restart_on_change)
+        state = self.state
         train_set, val_set = image_folders(
             config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
             eval_transform(config.input_size, config.eval_crop))
         self.num_classes = len(train_set.classes)
         if config.label_fraction < 1:
             train_set = Subset(train_set, label_split(train_set.targets, config.label_fraction, config.seed))
-        self.iters = len(train_set) // config.global_batch
-        if self.iters == 0:
-            raise ConfigError(f"params: finetune.global_batch: {config.global_batch} exceeds the {len(train_set)} "
-                              f"training images of {config.data}")
+        self.iters = self.iterations(len(train_set), f"training images of {config.data}")
 
         seed_all(config.seed)  # the same initial head (and scratch weights) on every rank and in every run
         model, report = build_classifier(config.arch, self.num_classes, config.drop_path_rate,
@@ -87,33 +71,41 @@ class Finetuner(EpochTrainer):
             self.load_report: dict[str, Any] | None = state["load_report"]
         else:
             self.load_report = dataclasses.asdict(report) if report is not None else None
-        self.precision = Precision.resolve(config.precision, config.channels_last, env.device)
-        model = self.precision.prepare_model(model.to(env.device))
+        model = self.place(model)
         self.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup)
         if state is not None:
             self.ema.module.load_state_dict(state["ema"])
         if env.is_distributed and env.device.type == "cuda":  # the reference syncs BN; torch has no CPU kernel
             model = convert_sync_batchnorm(model)  # keeps BatchNormAct2d's activation; torch's drops it
-        self.model = model
         self.optimizer = build_optimizer(model, config.optimizer, config.peak_lr, config.weight_decay,
                                          config.layer_decay)
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        distributed = wrap_ddp(model, env)
-        self.step_model = torch.compile(distributed) if config.compile else distributed
+        self.wrap(model)
         self.criterion = build_criterion(config.loss_name)
         self.mixer = batch_mixer(self.num_classes, mixup=config.mixup, cutmix=config.cutmix,
                                  switch_prob=config.mix_switch_prob, smoothing=config.label_smoothing)
-
-        self.start_epoch = state["epoch"] if state is not None else 0
-        self.history: list[dict[str, float]] = state["history"] if state is not None else []
         batch = config.global_batch // env.world_size
         self.loader = train_loader(train_set, batch_size=batch, env=env, seed=config.seed,
                                    num_workers=config.num_workers)
         self.val_loader = eval_loader(val_set, batch_size=2 * batch, env=env, num_workers=config.num_workers)
 
-    def config_record(self) -> dict[str, Any]:
-        return to_dict(self.config)
+    def changed_keys(self, state: dict[str, Any]) -> list[str]:
+        """Changed recipe keys, or another init."""
+        return super().changed_keys(state) + (["init"] if state["init"] != self.init else [])
+
+    def batch_inputs(self, batch: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], int, int]:
+        images, targets = batch
+        device = self.env.device
+        mixed = self.mixer(self.precision.prepare_input(images, device), targets.to(device, non_blocking=True))
+        return mixed, len(images), 0
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, targets = batch
+        return self.criterion(self.step_model(images), targets)
+
+    def after_step(self, step: int) -> None:
+        self.ema.update(self.model, step=step + 1 if self.config.ema_warmup else None)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """Train one epoch, then (every ``eval_every`` epochs and after the last) evaluate the model and its EMA."""
@@ -122,44 +114,6 @@ class Finetuner(EpochTrainer):
             record.update(self.evaluate())
             record.update(best_record([*self.history, record]))
         return record
-
-    def finish(self) -> None:
-        write_json(self.run_dir / METRICS_NAME, self.summary())
-
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training set; returns the epoch's training metrics (averaged over iterations)."""
-        config, env = self.config, self.env
-        seed_all(derive_seed(config.seed, epoch, env.rank))  # Mixup and drop-path draws, reproducible on resume
-        set_epoch(self.loader, epoch)
-        self.model.train()
-        total_iters, warmup_iters = config.epochs * self.iters, config.warmup_epochs * self.iters
-        loss_sum = grad_norm_sum = 0.0
-        images_done = torch.zeros((), dtype=torch.long)
-        bar = epoch_bar(epoch, config.epochs, self.iters * config.global_batch, enabled=env.is_main)
-        start = time.perf_counter()
-        for it, (images, targets) in enumerate(self.loader):
-            step = (epoch - 1) * self.iters + it
-            lr = warmup_cosine(step, config.peak_lr, warmup_iters, total_iters)
-            apply_lr_wd(self.optimizer, lr, config.weight_decay)
-            batch = self.mixer(self.precision.prepare_input(images, env.device),
-                               targets.to(env.device, non_blocking=True))
-            result = train_step(self.step_model, self.optimizer, batch, self._loss,
-                                where=f"epoch {epoch}/{config.epochs}, iteration {it + 1}/{self.iters}",
-                                micro_batch=config.micro_batch, clip=config.clip or None, precision=self.precision)
-            self.ema.update(self.model, step=step + 1 if config.ema_warmup else None)
-            loss_sum += result.loss
-            grad_norm_sum += result.grad_norm
-            images_done += len(images)
-            bar.update(len(images) * env.world_size)
-            bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.3g}", refresh=False)
-        bar.close()
-        images_total = all_reduce_sum(images_done.to(env.device)).item()
-        return {
-            "loss": loss_sum / self.iters,
-            "lr": lr,
-            "grad_norm": grad_norm_sum / self.iters,
-            "img_per_s": images_total / (time.perf_counter() - start),
-        }
 
     def evaluate(self) -> dict[str, float]:
         """Top-1/top-5 (%) of the model and of its EMA on the validation set (BN statistics averaged over ranks
@@ -170,18 +124,14 @@ class Finetuner(EpochTrainer):
         ema = topk_accuracy(self.ema.module, self.val_loader, self.env, self.precision)
         return {**model, **{EMA_PREFIX + k: v for k, v in ema.items()}}
 
-    def save(self, epoch: int) -> None:
-        """Checkpoint after ``epoch`` (rank 0)."""
-        save_state(self.run_dir, {
-            "model": unwrap(self.model).state_dict(),
-            "ema": self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch,
-            "config": self.config_record(),
-            "history": self.history,
-            "init": self.init,
-            "load_report": self.load_report,
-        })
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema": self.ema.module.state_dict(), "init": self.init, "load_report": self.load_report}
+
+    def run_info(self) -> dict[str, Any]:
+        return {"init": self.init, **super().run_info()}
+
+    def finish(self) -> None:
+        write_json(self.run_dir / METRICS_NAME, self.summary())
 
     def summary(self) -> dict[str, Any]:
         """``metrics.json``: the last epoch's record, which of model/EMA was best, and where the weights came from."""
@@ -189,27 +139,22 @@ class Finetuner(EpochTrainer):
         return {"epoch": len(self.history), **self.history[-1], "best_model": "ema" if prefix else "final",
                 "init": self.init, "load_report": self.load_report, "num_classes": self.num_classes}
 
-    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        images, targets = batch
-        return self.criterion(self.step_model(images), targets)
-
     def log_start(self) -> None:
-        config, env = self.config, self.env
         if self.start_epoch:
-            logger.info("resuming %s after epoch %d/%d", self.run_dir, self.start_epoch, config.epochs)
+            pass  # the base logs the resume
         elif self.load_report is None:
             logger.info("initialised from scratch")
         else:
             logger.info("initialised from %s (%s layout); left as initialised: %s; not used: %s", self.init,
                         self.load_report["layout"], ", ".join(self.load_report["missing"]) or "none",
                         ", ".join(self.load_report["ignored"]) or "none")
+        super().log_start()
+
+    def describe(self) -> str:
+        config = self.config
         scales = [group["lr_scale"] for group in self.optimizer.param_groups]
-        logger.info("%s %dpx, %d classes, recipe %s: %d iterations/epoch of %d images (%d per rank%s), %s peak lr "
-                    "%.3g, lr scale %.3g..1, %s loss, %s on %s", config.arch, config.input_size, self.num_classes,
-                    config.recipe, self.iters, config.global_batch, config.global_batch // env.world_size,
-                    f", micro-batches of {config.micro_batch}" if config.micro_batch else "", config.optimizer,
-                    config.peak_lr, min(scales), config.loss_name, self.precision.name, env.device)
-        self.precision.log(logger)
+        return (f"{config.arch} {config.input_size}px, {self.num_classes} classes, recipe {config.recipe}, "
+                f"{config.optimizer} (lr scale {min(scales):.3g}..1), {config.loss_name} loss")
 
 
 def best_evaluation(history: list[dict[str, float]]) -> tuple[int, str]:
@@ -224,8 +169,3 @@ def best_record(history: list[dict[str, float]]) -> dict[str, float]:
     epoch, prefix = best_evaluation(history)
     return {"best_top1": history[epoch][prefix + "top1"], "best_top5": history[epoch][prefix + "top5"],
             "best_epoch": epoch + 1}
-
-
-def _changed_keys(config: FinetuneConfig, init: str, state: dict[str, Any]) -> list[str]:
-    """What forbids resuming ``state``: changed recipe keys, or another init."""
-    return config.changed_keys(state["config"]) + (["init"] if state["init"] != init else [])

@@ -1,16 +1,20 @@
-"""Training machinery shared by pretraining and fine-tuning: processes, precision, schedules, data order,
-one optimizer step, checkpoints, progress and metrics. Nothing here knows about SparK."""
-from .checkpoint import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
+"""Training machinery shared by pretraining and fine-tuning: the run (config, resume policy, epochs), processes,
+precision, compilation, schedules, data order, one optimizer step, checkpoints, progress and metrics. Nothing here
+knows about SparK."""
+from .run_state import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .compilation import AUTO_MIN_STEPS, Compilation, CompileSetting
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
-from .epochs import CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, resume_state
+from .epochs import (
+    CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, check_resumable, resume_state, run_training,
+)
 from .logs import LOG_FORMAT, log_to_file, setup_logging
 from .loop import NonFiniteError, StepResult, train_step
 from .metrics import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
 from .precision import Precision, PrecisionName
 from .progress import epoch_bar
 from .rng import derive_seed, seed_all, seeded, set_deterministic
+from .run_config import TrainingConfig
 from .schedule import apply_lr_wd, cosine, warmup_cosine
 
 __all__ = [
@@ -33,9 +37,11 @@ __all__ = [
     "SeededDataset",
     "SeededSampler",
     "StepResult",
+    "TrainingConfig",
     "all_reduce_mean",
     "all_reduce_sum",
     "apply_lr_wd",
+    "check_resumable",
     "checkpoint_due",
     "cosine",
     "derive_seed",
@@ -45,6 +51,7 @@ __all__ = [
     "load_state",
     "log_to_file",
     "resume_state",
+    "run_training",
     "save_state",
     "seed_all",
     "seeded",

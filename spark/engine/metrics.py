@@ -10,7 +10,10 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from dvclive import Live
+try:  # the pipeline extra; without it the history is in the log, the checkpoint and metrics.json only
+    from dvclive import Live
+except ImportError:
+    Live = None
 
 METRICS_NAME = "metrics.json"
 DVCLIVE_DIR = "dvclive"
@@ -26,7 +29,10 @@ class MetricsLog:
         self.logger = logger
         self.history: list[dict[str, float]] = []
         # No dvc.yaml and no experiment: the pipeline's dvc.yaml declares RUN_DIR/dvclive/plots/metrics.
-        self.live = Live(str(self.run_dir / DVCLIVE_DIR), resume=False, save_dvc_exp=False, dvcyaml=None)
+        self.live = Live(str(self.run_dir / DVCLIVE_DIR), resume=False, save_dvc_exp=False, dvcyaml=None) if Live \
+            else None
+        if self.live is None:
+            logger.info("dvclive is not installed (pip install 'spark-repro[pipeline]'): no %s/ curves", DVCLIVE_DIR)
         for epoch, record in enumerate(history, start=1):
             self._append(epoch, record)
 
@@ -36,15 +42,17 @@ class MetricsLog:
         self.logger.info(format_record(epoch, self.epochs, record))
 
     def close(self) -> None:
-        self.live.end()
+        if self.live is not None:
+            self.live.end()
 
     def _append(self, epoch: int, record: dict[str, float]) -> None:
         if epoch != len(self.history) + 1:
             raise ValueError(f"metrics for epoch {epoch} logged after {len(self.history)} epochs")
-        self.live.step = epoch
-        for name, value in record.items():
-            self.live.log_metric(name, value)
-        self.live.next_step()
+        if self.live is not None:
+            self.live.step = epoch
+            for name, value in record.items():
+                self.live.log_metric(name, value)
+            self.live.next_step()
         self.history.append(dict(record))
 
 

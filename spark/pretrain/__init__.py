@@ -1,5 +1,5 @@
-"""SparK pretraining: ``spark pretrain`` / ``python -m spark.pretrain`` (also under ``torchrun``)."""
-from .config import PretrainConfig, build_model, load_pretrain_config
+"""SparK pretraining: :func:`pretrain` a :class:`PretrainConfig` (``spark pretrain``, also under ``torchrun``)."""
+from .config import PretrainConfig
 from .trainer import pretrain
 
-__all__ = ["PretrainConfig", "build_model", "load_pretrain_config", "pretrain"]
+__all__ = ["PretrainConfig", "pretrain"]

@@ -20,10 +20,10 @@ from torchvision.transforms import InterpolationMode
 
 from spark.config import ConfigError
 from spark.errors import InputError
+from spark.images import IMAGE_EXTENSIONS, is_image
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CROP_SCALE = (0.67, 1.0)
 
 
@@ -40,7 +40,7 @@ def list_images(source: str | Path, key: str = "pretrain.data") -> list[Path]:
             Path(root, name)
             for root, _, names in os.walk(source, followlinks=True)
             for name in names
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            if is_image(name)
         )
     elif source.is_file():
         lines = (line.strip() for line in source.read_text().splitlines())
@@ -115,9 +115,3 @@ def load_images(paths: Sequence[Path], size: int) -> Tensor:
     """A normalised batch of ``paths`` under :func:`eval_transform`."""
     transform = eval_transform(size)
     return torch.stack([transform(read_rgb(p)) for p in paths])
-
-
-def spread(paths: Sequence[Path], count: int) -> list[Path]:
-    """``count`` paths evenly spaced over ``paths`` (so a class-sorted folder shows several classes)."""
-    count = min(count, len(paths))
-    return [paths[i * len(paths) // count] for i in range(count)]

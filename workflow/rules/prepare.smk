@@ -8,14 +8,14 @@ rule prepare:
     params:
         file=PARAMS_FILE,
         section=section_hash("data"),
-    threads: stage_resources(PARAMS, "prepare").threads
+    threads: threads_of("prepare")
     resources:
         **resources_of("prepare"),
     log:
-        f"{LOGS}/prepare.log",
+        LAYOUT.log("prepare"),
     benchmark:
-        f"{LOGS}/prepare.benchmark.tsv"
+        LAYOUT.log("prepare", ".benchmark.tsv")
     conda:
         "../envs/spark.yaml"
     shell:
-        "python -m spark.data.prepare --params {params.file:q} > {log:q} 2>&1"
+        "python -m eval.cli prepare --params {params.file:q} > {log:q} 2>&1"

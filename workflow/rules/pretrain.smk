@@ -1,3 +1,6 @@
+PRETRAIN_RUN = LAYOUT.pretrain("{model}", "{variant}", "{seed}")
+
+
 rule pretrain:
     """SparK pretraining of one model, variant and seed. After a kill, the same command resumes the run from its
     checkpoint.pth (not a declared output, so Snakemake keeps it)."""
@@ -5,23 +8,23 @@ rule pretrain:
         manifest=CLASSIFICATION_MANIFEST,
         code=stage_code("pretrain"),
     output:
-        encoder=f"{LAYOUT.runs}/pretrain/{{model}}/{{variant}}/seed{{seed}}/encoder.pth",
-        metrics=f"{LAYOUT.runs}/pretrain/{{model}}/{{variant}}/seed{{seed}}/metrics.json",
-        figure=f"{LAYOUT.runs}/pretrain/{{model}}/{{variant}}/seed{{seed}}/reconstruction.png",
+        encoder=LAYOUT.encoder("{model}", "{variant}", "{seed}"),
+        metrics=f"{PRETRAIN_RUN}/metrics.json",
+        figure=f"{PRETRAIN_RUN}/reconstruction.png",
     params:
         file=PARAMS_FILE,
-        run=lambda w: LAYOUT.pretrain(w.model, w.variant, w.seed),
+        run=PRETRAIN_RUN,
         section=lambda w: section_hash("pretrain", w.model, w.variant),
-    threads: stage_resources(PARAMS, "pretrain").threads
+    threads: threads_of("pretrain")
     resources:
         **resources_of("pretrain"),
     log:
-        f"{LOGS}/pretrain/{{model}}/{{variant}}/seed{{seed}}.log",
+        LAYOUT.log(PRETRAIN_RUN),
     benchmark:
-        f"{LOGS}/pretrain/{{model}}/{{variant}}/seed{{seed}}.benchmark.tsv"
+        LAYOUT.log(PRETRAIN_RUN, ".benchmark.tsv")
     conda:
         "../envs/spark.yaml"
     shell:
-        "python -m eval.launch pretrain spark.pretrain --params {params.file:q} --restart-on-change"
+        "python -m eval.cli pretrain --params {params.file:q} --restart-on-change"
         " --out {params.run:q} --model {wildcards.model} --variant {wildcards.variant}"
         " pretrain.seed={wildcards.seed} > {log:q} 2>&1"

@@ -9,12 +9,12 @@ rule tables:
         directory(LAYOUT.results),
     params:
         file=PARAMS_FILE,
-    threads: stage_resources(PARAMS, "tables").threads
+    threads: threads_of("tables")
     resources:
         **resources_of("tables"),
     log:
-        f"{LOGS}/tables.log",
+        LAYOUT.log("tables"),
     conda:
         "../envs/spark.yaml"
     shell:
-        "python -m eval.report --params {params.file:q} --out {output:q} > {log:q} 2>&1"
+        "python -m eval.cli report --params {params.file:q} --out {output:q} > {log:q} 2>&1"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark.data.config import DataConfig
-from spark.data.manifest import MANIFEST_NAME
+from eval.data.config import DataConfig
+from eval.data.manifest import MANIFEST_NAME
 
 CONTACT_SHEET_NAME = "contact_sheet.png"
 UNLABELED = "unlabeled"  # mini-in's pretraining pool

@@ -1,28 +1,22 @@
 """The ``prepare`` stage: build the mini benchmark, or check a user's ImageNet/COCO, and write manifests.
 
-    python -m spark.data.prepare --params params.yaml [data.seed=1 data.workers=4 ...]
+    spark prepare --params params.yaml [data.seed=1 data.workers=4 ...]
 
 User-supplied datasets are read in place; only their manifest and contact sheet go under ``data.root``.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from pathlib import Path
-from typing import Sequence
 
-from spark.config import load_params, parse_section
-from spark.data.coco_format import load_coco_json
-from spark.data.config import DataConfig
-from spark.data.contact_sheet import coco_sheet, image_folder_sheet
-from spark.data.manifest import external_manifest
-from spark.data.mini_coco import build_mini_coco
-from spark.data.mini_in import build_mini_in
-from spark.data.paths import CONTACT_SHEET_NAME, classification_data, detection_data
-from spark.data.sources import find_fashion_mnist, load_sources
-from spark.data.validate import validate_coco, validate_image_folder
-from spark.errors import run_command
+from eval.data.coco_format import load_coco_json
+from eval.data.config import DataConfig
+from eval.data.contact_sheet import coco_sheet, image_folder_sheet
+from eval.data.manifest import external_manifest
+from eval.data.mini_coco import build_mini_coco
+from eval.data.mini_in import build_mini_in
+from eval.data.paths import CONTACT_SHEET_NAME, classification_data, detection_data
+from eval.data.sources import find_fashion_mnist, load_sources
+from eval.data.validate import validate_coco, validate_image_folder
 from spark.io import write_json
 
 
@@ -60,22 +54,3 @@ def _register_coco(cfg: DataConfig) -> None:
     write_json(data.manifest, external_manifest(
         cfg.coco.root, dataset="coco", subdirs=[s.images.name for s in splits.values()],
         hashed=[s.annotations for s in splits.values()], layout=layout))
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m spark.data.prepare") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (its 'data' section is read)")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. data.seed=1")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-
-    def run() -> None:
-        cfg = parse_section(load_params(args.params, args.overrides), "data", DataConfig)
-        for manifest in prepare(cfg):
-            print(f"prepare: wrote {manifest}")
-        print(f"prepare: done in {time.perf_counter() - start:.1f} s")
-
-    return run_command(prog, run)
-
-if __name__ == "__main__":
-    sys.exit(main())

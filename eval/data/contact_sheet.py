@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from spark.data.build import save_png
-from spark.data.coco_format import coco_index
-from spark.data.validate import list_images
+from eval.data.build import save_png
+from eval.data.coco_format import coco_index
+from eval.data.validate import images_in
 
 _LABEL_WIDTH = 96
 _PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -25,7 +25,7 @@ def image_folder_sheet(split_dir: str | Path, out: str | Path, *, rows: int = 10
     draw = ImageDraw.Draw(sheet)
     for row, class_dir in enumerate(classes):
         draw.text((4, row * tile + tile // 2), class_dir.name, fill="black", font=font, anchor="lm")
-        for col, path in enumerate(list_images(class_dir)[:per_row]):
+        for col, path in enumerate(images_in(class_dir)[:per_row]):
             with Image.open(path) as image:
                 sheet.paste(ImageOps.fit(image.convert("RGB"), (tile, tile)), (_LABEL_WIDTH + col * tile, row * tile))
     save_png(np.asarray(sheet), Path(out))

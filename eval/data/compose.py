@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from spark.data.sources import Photo
+from eval.data.sources import Photo
 
 OBJECT_THRESHOLD = 10  # Fashion-MNIST background is 0 with faint noise; objects are brighter (5th pct. >= 22)
 _MIN_SHADE = 0.15  # the darkest object pixel keeps 15% of its tint, so dark fabric stays visible as texture

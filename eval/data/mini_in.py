@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from spark.config import to_dict
-from spark.data.build import parallel_map, save_png, staged_dir
-from spark.data.compose import compose_scene
-from spark.data.config import MiniInConfig
-from spark.data.contact_sheet import image_folder_sheet
-from spark.data.manifest import MANIFEST_NAME, generated_manifest
-from spark.data.paths import CONTACT_SHEET_NAME, UNLABELED
-from spark.data.seeding import item_rng
-from spark.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
+from eval.data.build import parallel_map, save_png, staged_dir
+from eval.data.compose import compose_scene
+from eval.data.config import MiniInConfig
+from eval.data.contact_sheet import image_folder_sheet
+from eval.data.manifest import MANIFEST_NAME, generated_manifest
+from eval.data.paths import CONTACT_SHEET_NAME, UNLABELED
+from eval.data.seeding import item_rng
+from eval.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
 from spark.io import write_json
 
 OBJECT_SCALE = (0.45, 0.9)

@@ -8,20 +8,21 @@ as ``deps``, in the folded form of :func:`stage_code` (a test holds the two toge
 from __future__ import annotations
 
 import ast
-import functools
 from pathlib import Path
 from typing import Iterable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("spark", "eval")
 
-# The modules each stage's jobs run (`python -m eval.launch STAGE MODULE` for the training stages).
+# Every job runs `python -m eval.cli COMMAND`; each command imports its stage's modules inside its function, so of the
+# CLI module only the top-level imports are followed, and each stage's own entries are listed here.
+CLI = "eval.cli"
 STAGE_ENTRIES = {
-    "prepare": ("spark.data.prepare",),
-    "pretrain": ("eval.launch", "spark.pretrain.__main__"),
-    "finetune": ("eval.launch", "eval.finetune.__main__"),
-    "detection": ("eval.launch", "eval.detection.__main__"),
-    "tables": ("eval.report",),
+    "prepare": (CLI, "eval.data.config", "eval.data.prepare"),
+    "pretrain": (CLI, "spark.pretrain"),
+    "finetune": (CLI, "eval.finetune"),
+    "detection": (CLI, "eval.detection.config", "eval.detection.train"),
+    "tables": (CLI, "eval.pipeline.dag", "eval.report"),
 }
 # Stages that depend on all of the project's code: the tables stage validates every section of the params file,
 # which imports most of it, and takes seconds to rerun.
@@ -51,8 +52,8 @@ def code_files(stage: str, root: Path = ROOT) -> list[str]:
 def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
     """Every project file that importing and running ``modules`` may execute, sorted.
 
-    Follows ``import``/``from`` statements anywhere in a file, the ``__init__`` of every package on the way, and
-    names a package exports lazily (a ``{"name": "package.module"}`` table in its ``__init__``, as ``spark``'s).
+    Follows ``import``/``from`` statements anywhere in a file (in the CLI module, its top-level ones only) and the
+    ``__init__`` of every package on the way.
     """
     seen: set[str] = set()
     todo = _with_parents(modules)
@@ -61,13 +62,15 @@ def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        todo += _imports(ast.parse((root / path).read_text(), path), _package_of(path), root)
+        tree = ast.parse((root / path).read_text(), path)
+        nodes = tree.body if path == _module_file(CLI, root) else ast.walk(tree)
+        todo += _imports(nodes, _package_of(path), root)
     return sorted(seen)
 
 
-def _imports(tree: ast.AST, package: str, root: Path) -> list[str]:
+def _imports(nodes: Iterable[ast.AST], package: str, root: Path) -> list[str]:
     names = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -76,29 +79,13 @@ def _imports(tree: ast.AST, package: str, root: Path) -> list[str]:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{base}" if base else parent
             names.append(base)
-            for alias in node.names:  # a submodule, or a name the package may export lazily
-                name = f"{base}.{alias.name}"
-                names.append(name if _module_file(name, root) else _lazy_exports(base, root).get(alias.name, base))
+            names += [f"{base}.{alias.name}" for alias in node.names if _module_file(f"{base}.{alias.name}", root)]
     return _with_parents(n for n in names if n.split(".")[0] in PACKAGES)
 
 
 def _with_parents(names: Iterable[str]) -> list[str]:
     """Each module with its parent packages: importing a.b.c runs a/__init__ and a/b/__init__ first."""
     return [".".join(parts[:i]) for parts in (n.split(".") for n in names) for i in range(1, len(parts) + 1)]
-
-
-@functools.cache
-def _lazy_exports(package: str, root: Path) -> dict[str, str]:
-    path = _module_file(package, root)
-    if path is None or not path.endswith("__init__.py"):
-        return {}
-    exports = {}
-    for node in ast.walk(ast.parse((root / path).read_text())):
-        if isinstance(node, ast.Dict):
-            exports |= {k.value: v.value for k, v in zip(node.keys, node.values)
-                        if isinstance(k, ast.Constant) and isinstance(v, ast.Constant) and isinstance(v.value, str)
-                        and v.value.split(".")[0] in PACKAGES}
-    return exports
 
 
 def _module_file(name: str, root: Path) -> str | None:

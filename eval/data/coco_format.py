@@ -16,7 +16,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from spark.data.errors import DataError
+from eval.data.errors import DataError
 
 
 def annotate(masks: Iterable[np.ndarray], category_ids: Iterable[int]) -> list[dict[str, Any]]:

@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 
 from spark.config import to_dict
-from spark.data.build import GENERATOR_VERSION, parallel_map, save_png, staged_dir
-from spark.data.coco_format import annotate, coco_dataset
-from spark.data.compose import compose_scene
-from spark.data.config import MiniCocoConfig
-from spark.data.contact_sheet import coco_sheet
-from spark.data.manifest import MANIFEST_NAME, generated_manifest
-from spark.data.paths import CONTACT_SHEET_NAME, mini_coco_split
-from spark.data.seeding import item_rng
-from spark.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
+from eval.data.build import GENERATOR_VERSION, parallel_map, save_png, staged_dir
+from eval.data.coco_format import annotate, coco_dataset
+from eval.data.compose import compose_scene
+from eval.data.config import MiniCocoConfig
+from eval.data.contact_sheet import coco_sheet
+from eval.data.manifest import MANIFEST_NAME, generated_manifest
+from eval.data.paths import CONTACT_SHEET_NAME, mini_coco_split
+from eval.data.seeding import item_rng
+from eval.data.sources import FASHION_MNIST_CLASSES, Photo, Sources
 from spark.io import write_json
 
 OBJECT_SCALE = (0.15, 0.5)
@@ -50,7 +50,7 @@ def build_mini_coco(out_dir: str | Path, cfg: MiniCocoConfig, sources: Sources, 
                                      [int(label) + 1 for label in objects.labels[chosen]], rng))
             annotations = parallel_map(_render, (sources.photos, cfg.image_size), scenes, workers)
             images = [{"file_name": s.path.name, "width": cfg.image_size, "height": cfg.image_size} for s in scenes]
-            description = f"mini-coco {split}, spark.data generator v{GENERATOR_VERSION}, seed {seed}"
+            description = f"mini-coco {split}, eval.data generator v{GENERATOR_VERSION}, seed {seed}"
             datasets[split] = coco_dataset(images, annotations, FASHION_MNIST_CLASSES, description)
             write_json(target.annotations, datasets[split])
         coco_sheet(datasets["val"], mini_coco_split(staging, "val").images, staging / CONTACT_SHEET_NAME)

@@ -2,14 +2,14 @@
 
 ``classification`` and ``detection`` pick the source of each task independently, so a user with ImageNet but not
 COCO can still run the whole DAG. Generation knobs that change the images (object scales, tints) are not here but
-in the generator, versioned by :data:`spark.data.build.GENERATOR_VERSION`.
+in the generator, versioned by :data:`eval.data.build.GENERATOR_VERSION`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from spark.config import require
+from spark.config import Section, require
 
 FASHION_MNIST_TRAIN_PER_CLASS = 6000
 FASHION_MNIST_TEST_PER_CLASS = 1000
@@ -82,8 +82,10 @@ class CocoConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where data lives and how it is made. ``workers`` changes speed only, never the bytes written."""
+
+    SECTION: ClassVar[str] = "data"
 
     root: str = "data"
     seed: int = 0

@@ -13,24 +13,24 @@ from typing import Any, Mapping, Sequence, TypeVar
 import numpy as np
 from PIL import Image
 
-from spark.data.coco_format import coco_index, load_coco_json
-from spark.data.errors import DataError
-from spark.data.paths import CocoSplit
+from eval.data.coco_format import coco_index, load_coco_json
+from eval.data.errors import DataError
+from eval.data.paths import CocoSplit
+from spark.images import IMAGE_EXTENSIONS, is_image, spread
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as torchvision
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
 _ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
 T = TypeVar("T")
 
 
-def list_images(directory: str | Path) -> list[Path]:
+def images_in(directory: str | Path) -> list[Path]:
     """Image files directly inside ``directory``, sorted by name."""
     return [Path(directory, name) for name in _image_names(directory)]
 
 
 def _image_names(directory: str | Path) -> list[str]:
     with os.scandir(directory) as entries:
-        return sorted(e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        return sorted(e.name for e in entries if e.is_file() and is_image(e.name))
 
 
 def check_image(path: str | Path, size: tuple[int, int] | None = None) -> None:
@@ -61,7 +61,7 @@ def validate_image_folder(root: str | Path, *, classes: int = 1000, check_images
             raise DataError(f"{root / split}: class folders differ from {root / splits[0]} (e.g. '{first}')")
         class_names = names
         ends = np.cumsum([len(files) for files in images])
-        for flat in _spread(range(int(ends[-1])), -(-check_images // len(splits))):
+        for flat in spread(range(int(ends[-1])), -(-check_images // len(splits))):
             k = int(np.searchsorted(ends, flat, side="right"))
             check_image(root / split / names[k] / images[k][flat - ends[k] + len(images[k])])
         summary[split] = int(ends[-1])
@@ -84,7 +84,7 @@ def _scan_split(root: Path, split: str, classes: int) -> tuple[list[str], list[l
     images = [_image_names(d) for d in class_dirs]
     for class_dir, files in zip(class_dirs, images):
         if not files:
-            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return [d.name for d in class_dirs], images
 
 
@@ -99,7 +99,7 @@ def validate_coco(splits: Mapping[str, CocoSplit], *, check_images: int = 50) ->
         dataset = load_coco_json(split.annotations)
         _check_references(dataset, split)
         coco = coco_index(dataset)
-        for entry in _spread(dataset["images"], -(-check_images // len(splits))):
+        for entry in spread(dataset["images"], -(-check_images // len(splits))):
             check_image(split.images / entry["file_name"], (entry["width"], entry["height"]))
             _check_masks(coco, entry, split.annotations)
         names = [c["name"] for c in sorted(dataset["categories"], key=lambda c: c["id"])]
@@ -141,11 +141,3 @@ def _check_masks(coco: Any, entry: dict[str, Any], source: Path) -> None:
             coco.annToMask(ann)
         except Exception as err:  # pycocotools raises bare TypeError/ValueError/IndexError on malformed segments
             raise DataError(f"{source}: annotation {ann['id']} has an undecodable segmentation ({err})") from None
-
-
-def _spread(items: Sequence[T], count: int) -> list[T]:
-    """``count`` items evenly spaced over ``items`` (all of them if there are fewer): deterministic, unlike a draw."""
-    if count <= 0 or not items:
-        return []
-    positions = np.unique(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int))
-    return [items[i] for i in positions]

@@ -5,7 +5,8 @@ import pytest
 import timm
 import torch
 
-from spark import CheckpointError, LoadReport, build_spark, load_checkpoint, read_encoder_state_dict
+from spark.model import SparKConfig, build_spark
+from spark.weights import CheckpointError, LoadReport, load_checkpoint, read_encoder_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Buffers of the authors' SparK that nothing reads ("deprecated and would never be used", pretrain/spark.py).
@@ -26,6 +27,10 @@ def _authors_state(name, random=True):
             size = [int(n) for n in shape.split(",")]
             state[key] = torch.randn(size) if random else torch.zeros(size)
     return state
+
+
+def spark_model(arch: str, input_size: int, **kwargs):
+    return build_spark(SparKConfig(arch=arch, input_size=input_size, **kwargs))
 
 
 def _uninitialised(build, *args, **kwargs):
@@ -79,7 +84,7 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("arch", ["resnet18", "convnext_atto"])
 def test_encoder_state_dict_loads_strict_into_plain_timm(arch):
-    model = _randomised(build_spark(arch, 64, decoder_width=64))
+    model = _randomised(build_spark(SparKConfig(arch=arch, input_size=64, decoder_width=64)))
     plain = timm.create_model(arch)
     missing, unexpected = plain.load_state_dict(model.encoder_state_dict(), strict=False)
     assert not unexpected
@@ -89,20 +94,20 @@ def test_encoder_state_dict_loads_strict_into_plain_timm(arch):
 
 
 def test_roundtrip_our_checkpoint(tmp_path):
-    src = _randomised(build_spark("resnet18", 64, decoder_width=64))
+    src = _randomised(build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64)))
     torch.save({"model": src.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pth")
-    dst = build_spark("resnet18", 64, decoder_width=64)
+    dst = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
     report = load_checkpoint(dst, tmp_path / "checkpoint.pth")
     assert report.layout == "spark" and report.missing == []
     _assert_same(src, dst)
 
 
 def test_timm_style_encoder_into_spark_and_into_a_classifier(tmp_path):
-    src = _randomised(build_spark("resnet18", 64, decoder_width=64))
+    src = _randomised(build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64)))
     timm_style = dict(src.encoder_state_dict(), **{"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
     torch.save(timm_style, tmp_path / "resnet18_1kpretrained_timm_style.pth")
 
-    dst = build_spark("resnet18", 64, decoder_width=64)
+    dst = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
     report = load_checkpoint(dst, tmp_path / "resnet18_1kpretrained_timm_style.pth")
     assert report.layout == "timm" and report.ignored == ["fc.bias", "fc.weight"]
     _assert_same(src.encoder, dst.encoder)
@@ -117,14 +122,14 @@ def test_timm_style_encoder_into_spark_and_into_a_classifier(tmp_path):
 
 
 def test_rejects_bad_checkpoints(tmp_path):
-    model = build_spark("resnet18", 64, decoder_width=64)
+    model = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
     torch.save({"model": {"not": "tensors"}}, tmp_path / "junk.pth")
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_checkpoint(model, tmp_path / "junk.pth")
-    torch.save(build_spark("resnet50", 64, decoder_width=64).encoder_state_dict(), tmp_path / "r50.pth")
+    torch.save(spark_model("resnet50", 64, decoder_width=64).encoder_state_dict(), tmp_path / "r50.pth")
     with pytest.raises(CheckpointError, match="does not fit 'resnet18'"):
         load_checkpoint(model, tmp_path / "r50.pth")
-    torch.save(build_spark("resnet18", 64, decoder_width=128).state_dict(), tmp_path / "wide.pth")
+    torch.save(spark_model("resnet18", 64, decoder_width=128).state_dict(), tmp_path / "wide.pth")
     with pytest.raises(CheckpointError):
         load_checkpoint(model, tmp_path / "wide.pth")
     torch.save({"model": argparse.Namespace(code="arbitrary object")}, tmp_path / "pickle.pth")
@@ -138,7 +143,7 @@ def test_the_authors_resnet50_encoder_checkpoint(tmp_path):
     path = tmp_path / "resnet50_1kpretrained_timm_style.pth"
     torch.save(released, path)
 
-    model = _uninitialised(build_spark, "resnet50", 224)
+    model = _uninitialised(spark_model, "resnet50", 224)
     assert load_checkpoint(model, path) == LoadReport("timm", [], [])
     landed = _landed(model.encoder.state_dict(), released)
     assert landed == {k: k for k in released}  # timm names throughout
@@ -169,7 +174,7 @@ def test_the_authors_convnext_small_encoder_checkpoint():
     released = _authors_state("convnext_small_1kpretrained_timm_style")
     assert len(released) == 340
 
-    model = _uninitialised(build_spark, "convnext_small", 224)
+    model = _uninitialised(spark_model, "convnext_small", 224)
     assert load_checkpoint(model, released) == LoadReport("timm", [], [])
     _assert_renamed(model.encoder, released, _landed(model.encoder.state_dict(), released), CONVNEXT_RENAMES)
 
@@ -222,7 +227,7 @@ def test_the_authors_spark_checkpoints_with_decoder(arch, densify_norm, tmp_path
         torch.save(checkpoint, tmp_path / "res50_withdecoder_1kpretrained_spark_style.pth")
         checkpoint = tmp_path / "res50_withdecoder_1kpretrained_spark_style.pth"
 
-    model = _uninitialised(build_spark, arch, 224)  # the paper's decoder: width 768, 2 convs per block
+    model = _uninitialised(spark_model, arch, 224)  # the paper's decoder: width 768, 2 convs per block
     assert load_checkpoint(model, checkpoint) == LoadReport("authors-spark", [], [])
     landed = _landed(model.state_dict(), state, unused=AUTHORS_UNUSED)
     _assert_renamed(model, state, landed, SPARK_RENAMES[arch])
@@ -248,7 +253,7 @@ def test_wrong_layouts_of_the_authors_checkpoints_are_refused_with_a_reason():
     resnet50 = _authors_state("resnet50_1kpretrained_timm_style", random=False)
     convnext_small = _authors_state("convnext_small_1kpretrained_timm_style", random=False)
     with_decoder = _authors_state("resnet50_withdecoder_1kpretrained_spark_style", random=False)
-    spark = build_spark
+    spark = spark_model
     cases = [
         (_detectron2_names(resnet50), spark, "resnet50", {}, (r"does not fit 'resnet50': 318 missing keys "
          r"\['bn1\.bias', .*318 unexpected keys \['res2\.0\.conv1\.norm\.bias'")),

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from spark.data.errors import DataError
-from spark.data.manifest import sha256_file
+from eval.data.errors import DataError
+from eval.data.manifest import sha256_file
 
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 FASHION_MNIST_CLASSES = (

@@ -1,7 +1,7 @@
 """The reproduction DAG's shape: which branches run, where their files live, and the whole params file checked.
 
-One place for the run layout, read by the Snakefile, the tables stage and the tests (``dvc.yaml`` spells the
-same layout with ``matrix`` stages; a test holds the two together). Branches:
+The one definition of the run layout (:class:`Layout`): the Snakefile calls it with wildcards, the generator of
+``dvc.yaml`` (:mod:`eval.pipeline.dvc_yaml`) with DVC's placeholders, the tables stage with real names. Branches:
 
 - pretraining: every model in ``models`` with the method (``sparse``), plus every ``ablations`` variant on the
   ``ablation_models``; once, with ``pretrain_seed`` (pretraining is the expensive stage: at paper scale, and in
@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from spark.config import ConfigError, branch_section, load_params, parse_section
+from spark.config import ConfigError, load_params
 
-from .launch import STAGES, stage_resources
+from .branches import METHOD, SCRATCH, branch_config
+from .resources import STAGES, stage_resources
 
-METHOD = "sparse"
-SCRATCH = "scratch"
+DAG_KEYS = ("preset", "seeds", "pretrain_seed", "label_regimes", "ablation_regimes", "models", "ablation_models",
+            "detection_models", "ablations")  # the params file's top level besides the stage sections
 ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
 DEFAULT_PARAMS = "params.yaml"
 
@@ -40,7 +41,9 @@ class Branch:
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths of every stage's run directory for one preset."""
+    """Paths of every stage's run directory for one preset: the layout's one spelling. The Snakefile calls it
+    with wildcards (``"{model}"``), :mod:`eval.pipeline.dvc_yaml` with DVC's placeholders (``"${item.model}"``),
+    the tables stage and the tests with values."""
 
     preset: str
 
@@ -52,20 +55,33 @@ class Layout:
     def results(self) -> str:
         return f"results/{self.preset}"
 
-    def pretrain(self, model: str, variant: str, seed: int) -> str:
-        return f"{self.runs}/pretrain/{model}/{variant}/seed{seed}"
+    def stage_runs(self, stage: str) -> str:
+        """The folder holding every run of ``stage`` (pretrain, finetune or detection)."""
+        return f"{self.runs}/{stage}"
 
-    def finetune(self, model: str, init: str, seed: int, regime: str) -> str:
-        return f"{self.runs}/finetune/{regime}/{model}/{init}/seed{seed}"
+    def pretrain(self, model: str, variant: str, seed: int | str) -> str:
+        return f"{self.stage_runs('pretrain')}/{model}/{variant}/seed{seed}"
 
-    def detection(self, model: str, init: str, seed: int) -> str:
-        return f"{self.runs}/detection/{model}/{init}/seed{seed}"
+    def encoder(self, model: str, variant: str, seed: int | str) -> str:
+        """The encoder a pretraining run exports: what fine-tuning and detection start from."""
+        return f"{self.pretrain(model, variant, seed)}/encoder.pth"
+
+    def finetune(self, model: str, init: str, seed: int | str, regime: str) -> str:
+        return f"{self.stage_runs('finetune')}/{regime}/{model}/{init}/seed{seed}"
+
+    def detection(self, model: str, init: str, seed: int | str) -> str:
+        return f"{self.stage_runs('detection')}/{model}/{init}/seed{seed}"
 
     def run(self, stage: str, branch: Branch) -> str:
         """The run directory of ``branch`` in ``stage`` (pretrain, finetune or detection)."""
         if stage == "finetune":
             return self.finetune(branch.model, branch.init, branch.seed, branch.regime)
         return getattr(self, stage)(branch.model, branch.init, branch.seed)
+
+    def log(self, job: str, suffix: str = ".log") -> str:
+        """A job's log (with ``suffix=".benchmark.tsv"``, its benchmark) under ``runs/<preset>/logs``, named after
+        its run directory, or its stage for prepare and tables."""
+        return f"{self.runs}/logs/{job.removeprefix(f'{self.runs}/')}{suffix}"
 
 
 def layout(params: dict[str, Any]) -> Layout:
@@ -119,25 +135,24 @@ def validate(params: dict[str, Any]) -> None:
     """Check the whole params file as the DAG will use it: its shape, the section of every branch of every
     stage, the stages' resources, and that the stages read the data ``prepare`` writes. Raises one
     :class:`ConfigError` naming the first bad key."""
+    from eval.data.config import DataConfig
+    from eval.data.paths import classification_data, detection_data
     from eval.detection.config import DetectionConfig
-    from eval.finetune.config import parse_finetune
-    from spark.data.config import DataConfig
-    from spark.data.paths import classification_data, detection_data
+    from eval.finetune.config import FinetuneConfig
     from spark.pretrain.config import PretrainConfig
 
     check_shape(params)
-    data = parse_section(params, "data", DataConfig)
+    data = DataConfig.parse(params)
     classification, detection = classification_data(data), detection_data(data)
     for branch in pretrain_branches(params):
-        variant = None if branch.init == METHOD else branch.init
-        config = parse_section(branch_section(params, "pretrain", branch.model, variant), "pretrain", PretrainConfig)
+        config = branch_config(params, PretrainConfig, model=branch.model, variant=branch.init)
         _same_path(config.data, classification.pretrain, "pretrain.data")
     for model in params["models"]:
         for regime in label_regimes(params):
-            config = parse_finetune(branch_section(params, "finetune", model, regime=regime))
+            config = branch_config(params, FinetuneConfig, model=model, regime=regime)
             _same_path(config.data, classification.train.parent, "finetune.data")
     for model in params["detection_models"] or []:
-        config = parse_section(branch_section(params, "detection", model), "detection", DetectionConfig)
+        config = branch_config(params, DetectionConfig, model=model)
         _same_path(config.path(config.train_json), detection.train.annotations, "detection.train_json")
     for stage in STAGES:
         stage_resources(params, stage)
@@ -163,8 +178,7 @@ def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
 
 def check_shape(params: dict[str, Any]) -> None:
     """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names, label regimes."""
-    for key in ("preset", "seeds", "pretrain_seed", "models", "ablation_models", "detection_models", "ablations",
-                "label_regimes", "ablation_regimes"):
+    for key in DAG_KEYS:
         if key not in params:
             raise ConfigError(f"params: missing key '{key}'")
     if not isinstance(params["preset"], str) or not params["preset"] or "/" in params["preset"]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from spark.data.build import GENERATOR_VERSION
+from eval.data.build import GENERATOR_VERSION
 
 MANIFEST_NAME = "manifest.json"
 

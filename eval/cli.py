@@ -1,0 +1,203 @@
+"""The ``spark`` command (``python -m eval.cli``, also under torchrun): every stage of the reproduction.
+
+    spark prepare   --params params.yaml [key.path=value ...]                  # build or check the datasets
+    spark pretrain  --params params.yaml --out RUN_DIR [--model M] [--variant V] [--init-from W] [key.path=value ...]
+    spark finetune  --params params.yaml --out RUN_DIR --init {scratch|W} [--model M] [--regime R] [key.path=value ...]
+    spark detect    --params params.yaml --out RUN_DIR --init {scratch|W} [--model M] [key.path=value ...]
+    spark report    --params params.yaml [--out results/PRESET]
+    spark visualize runs/.../checkpoint.pth a.jpg b.jpg --out fig.png
+
+Every job of the pipeline is one of these commands. A command reads the params file once; a training stage
+resolves its section for the branch (:func:`eval.pipeline.branches.branch_config`), takes ``resources.<stage>``
+(torch threads; with ``gpus > 1`` it restarts itself under torchrun, one process per GPU, while Detectron2 starts
+its own) and runs; re-running the command resumes the run directory. Exit codes are the same everywhere
+(:mod:`spark.errors`): 0 done, 2 bad input (params, data, weights), 1 a failed run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from eval.pipeline.branches import SCRATCH, branch_config
+from eval.pipeline.resources import StageResources, stage_resources
+from spark.config import Section, load_params
+from spark.errors import run_command
+
+TRAINING_STAGES = {"pretrain": "pretrain", "finetune": "finetune", "detect": "detection"}  # command -> section
+S = TypeVar("S", bound=Section)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    from spark.engine import setup_logging
+
+    setup_logging()
+    return run_command(f"spark {args.command}", lambda: args.run(args, argv))
+
+
+def _pretrain(args: argparse.Namespace, argv: list[str]) -> None:
+    from spark.pretrain import PretrainConfig, pretrain
+
+    config, resources = _job(args, argv, PretrainConfig, variant=args.variant)
+    with _threads(resources):
+        pretrain(config, args.out, init_from=args.init_from, restart_on_change=args.restart_on_change)
+
+
+def _finetune(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.finetune import FinetuneConfig, finetune
+
+    config, resources = _job(args, argv, FinetuneConfig, regime=args.regime)
+    with _threads(resources):
+        finetune(config, args.out, args.init, args.restart_on_change)
+
+
+def _detect(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.detection.config import DetectionConfig
+
+    config, resources = _job(args, argv, DetectionConfig, launches_workers=True)
+    from eval.detection.train import run  # Detectron2 is imported only once the params are valid
+
+    with _threads(resources):
+        run(config, args.init, args.out, resources.gpus, args.restart_on_change)
+
+
+def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_workers: bool = False,
+         **branch: str | None) -> tuple[S, StageResources]:
+    """The branch's validated section and the stage's resources, from the job's one read of the params file;
+    with ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first."""
+    params = load_params(args.params)
+    config = branch_config(params, schema, args.overrides, model=args.model, **branch)
+    resources = stage_resources(params, schema.SECTION)
+    if resources.gpus > 1 and not launches_workers and "LOCAL_RANK" not in os.environ:
+        _restart_under_torchrun(resources, argv)
+    return config, resources
+
+
+def _restart_under_torchrun(resources: StageResources, argv: list[str]) -> None:
+    """Replace this process by torchrun running this command once per GPU (each worker reads the params)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               str(resources.gpus), "-m", "eval.cli", *argv]
+    sys.stdout.flush()
+    threads = resources.threads_per_process
+    os.execvpe(command[0], command, {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
+
+
+@contextmanager
+def _threads(resources: StageResources) -> Iterator[None]:
+    """The job's torch threads (and its workers', through OMP_NUM_THREADS) if the params set them, restored
+    afterwards."""
+    import torch
+
+    threads = resources.threads_per_process
+    if threads is None:
+        yield
+        return
+    previous, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+def _prepare(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.data.config import DataConfig
+    from eval.data.prepare import prepare
+
+    for manifest in prepare(DataConfig.parse(load_params(args.params, args.overrides))):
+        print(f"prepare: wrote {manifest}")
+
+
+def _report(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.pipeline.dag import layout
+    from eval.report import report
+
+    params = load_params(args.params)
+    print(f"wrote {report(params, args.out or Path(layout(params).results))}")
+
+
+def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
+    from spark.pretrain.data import load_images
+    from spark.pretrain.visualize import load_model, write_reconstruction
+
+    model = load_model(args.checkpoint, args.arch, args.input_size)
+    write_reconstruction(model, load_images(args.images, model.input_size[0]), args.out, seed=args.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spark", description="SparK: every stage of the reproduction.",
+                                     epilog="Exit codes: 0 done, 2 bad input, 1 a failed run.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="build the mini benchmark, or check ImageNet/COCO in place")
+    _params_argument(prepare)
+    prepare.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. data.seed=1")
+    prepare.set_defaults(run=_prepare)
+
+    pretrain = _training_command(commands, "pretrain", _pretrain, "SparK pretraining into one resumable run directory")
+    pretrain.add_argument("--variant", help="then merge params['ablations'][VARIANT] ('sparse': the method itself)")
+    pretrain.add_argument("--init-from", type=Path, help="initial weights (ours or the authors'); ignored on resume")
+
+    finetune = _training_command(commands, "finetune", _finetune,
+                                 "fine-tune an encoder (or from scratch) on an ImageFolder")
+    finetune.add_argument("--regime", help="then merge params['label_regimes'][REGIME]")
+    _init_argument(finetune)
+
+    detect = _training_command(commands, "detect", _detect, "Mask R-CNN transfer on COCO-format data (Detectron2)")
+    _init_argument(detect)
+
+    report = commands.add_parser("report", help="the paper's tables and REPORT.md from every run's metrics")
+    _params_argument(report)
+    report.add_argument("--out", type=Path, help="default: results/<preset>")
+    report.set_defaults(run=_report)
+
+    vis = commands.add_parser("visualize", help="reconstruction figure (input | masked | reconstruction | pasted)")
+    vis.add_argument("checkpoint", type=Path, help="a checkpoint with decoder (our checkpoint.pth or the authors')")
+    vis.add_argument("images", type=Path, nargs="+")
+    vis.add_argument("--out", type=Path, required=True, help="PNG to write")
+    vis.add_argument("--arch", help="architecture, for checkpoints that do not record their config")
+    vis.add_argument("--input-size", type=int, default=224, help="with --arch (default: 224)")
+    vis.add_argument("--seed", type=int, default=0, help="seed of the mask")
+    vis.set_defaults(run=_visualize)
+    return parser
+
+
+def _training_command(commands: Any, name: str, run: Callable, help_: str) -> argparse.ArgumentParser:
+    """The options every training stage shares: where its params and run directory are, the branch's model, the
+    resume policy and dotted overrides."""
+    section = TRAINING_STAGES[name]
+    command = commands.add_parser(name, help=help_)
+    _params_argument(command)
+    command.add_argument("--out", type=Path, required=True, help="run directory; re-running the command resumes it")
+    command.add_argument("--model", help=f"merge params['models'][MODEL]['{section}'] over the {section} section")
+    command.add_argument("--restart-on-change", action="store_true",
+                         help="start over (setting the old checkpoint aside) if the run's checkpoint has another "
+                              "recipe")
+    command.add_argument("overrides", nargs="*", metavar="key.path=value", help=f"e.g. {section}.seed=1")
+    command.set_defaults(run=run)
+    return command
+
+
+def _params_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--params", type=Path, default=Path("params.yaml"),
+                         help="params file (default: params.yaml)")
+
+
+def _init_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--init", required=True,
+                         help=f"'{SCRATCH}' (random init) or encoder weights: our encoder.pth or SparK checkpoint, "
+                              "the authors' released .pth")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
