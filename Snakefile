@@ -4,7 +4,7 @@
     snakemake --cores all --configfile configs/smoke.yaml     # another preset (one whole params file)
     snakemake --workflow-profile workflow/profiles/slurm --configfile configs/paper.yaml
 
-Every rule is a thin shell over ``python -m eval.cli STAGE``, the command dvc.yaml runs, on the same params file.
+Every rule is a thin shell over ``python -m eval.cli COMMAND``, the command dvc.yaml runs, on the same params file.
 The branches come from eval/pipeline/dag.py, and every path (outputs, logs, benchmarks) from its Layout, called here
 with wildcards; eval/pipeline/dvc_yaml.py calls it with DVC's placeholders to write dvc.yaml.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from eval.data.config import DataConfig
 from eval.data.paths import classification_data, detection_data
-from eval.pipeline.branches import METHOD, branch_section
+from eval.pipeline.branches import METHOD, SCRATCH, branch_section
 from eval.pipeline.dag import (
-    SCRATCH, detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
+    detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
     workflow_params,
 )
 from eval.pipeline.resources import stage_resources
@@ -56,7 +56,7 @@ def init_encoder(wildcards):
 def section_hash(stage, model=None, variant=None, regime=None):
     """The section a job reads, resolved for its branch and hashed: Snakemake's params rerun trigger reruns the
     job when it changes, and only then."""
-    return params_hash(branch_section(PARAMS, stage, model, None if variant == METHOD else variant, regime)[stage])
+    return params_hash(branch_section(PARAMS, stage, model, variant, regime)[stage])
 
 
 wildcard_constraints:

@@ -72,7 +72,7 @@ def build_step(args: argparse.Namespace):
     optimizer = Lamb(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
 
     def step() -> None:
-        train_step(loss_fn, optimizer, images, ddp=model, where="bench", clip=5.0, precision=precision)
+        train_step(loss_fn, optimizer, images, module=model, where="bench", clip=5.0, precision=precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -18,31 +18,29 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from eval.pipeline.branches import SCRATCH, branch_config
-from eval.pipeline.resources import StageResources, stage_resources
+from eval.pipeline.resources import STAGES, StageResources, stage_resources
 from spark.config import Section, load_params
 from spark.errors import run_command
 
-TRAINING_STAGES = {"pretrain": "pretrain", "finetune": "finetune", "detect": "detection"}  # command -> section
 S = TypeVar("S", bound=Section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    from spark.engine import setup_logging
-
-    setup_logging()
     return run_command(f"spark {args.command}", lambda: args.run(args, argv))
 
 
 def _pretrain(args: argparse.Namespace, argv: list[str]) -> None:
     from spark.pretrain import PretrainConfig, pretrain
 
+    _log_to_console()
     config, resources = _job(args, argv, PretrainConfig, variant=args.variant)
     with _threads(resources):
         pretrain(config, args.out, init_from=args.init_from, restart_on_change=args.restart_on_change)
@@ -51,6 +49,7 @@ def _pretrain(args: argparse.Namespace, argv: list[str]) -> None:
 def _finetune(args: argparse.Namespace, argv: list[str]) -> None:
     from eval.finetune import FinetuneConfig, finetune
 
+    _log_to_console()
     config, resources = _job(args, argv, FinetuneConfig, regime=args.regime)
     with _threads(resources):
         finetune(config, args.out, args.init, args.restart_on_change)
@@ -60,10 +59,14 @@ def _detect(args: argparse.Namespace, argv: list[str]) -> None:
     from eval.detection.config import DetectionConfig
 
     config, resources = _job(args, argv, DetectionConfig, launches_workers=True)
+    import torch
+
     from eval.detection.train import run  # Detectron2 is imported only once the params are valid
 
+    num_gpus = args.num_gpus if args.num_gpus is not None else (
+        resources.gpus if resources.gpus > 1 else torch.cuda.device_count())
     with _threads(resources):
-        run(config, args.init, args.out, resources.gpus, args.restart_on_change)
+        run(config, args.init, args.out, num_gpus, args.restart_on_change)
 
 
 def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_workers: bool = False,
@@ -76,6 +79,13 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
     if resources.gpus > 1 and not launches_workers and "LOCAL_RANK" not in os.environ:
         _restart_under_torchrun(resources, argv)
     return config, resources
+
+
+def _log_to_console() -> None:
+    """The training runs' log lines on stderr (Detectron2 sets up its own; prepare and report print)."""
+    from spark.engine.logs import setup_logging
+
+    setup_logging()
 
 
 def _restart_under_torchrun(resources: StageResources, argv: list[str]) -> None:
@@ -114,8 +124,10 @@ def _prepare(args: argparse.Namespace, argv: list[str]) -> None:
     from eval.data.config import DataConfig
     from eval.data.prepare import prepare
 
+    start = time.perf_counter()
     for manifest in prepare(DataConfig.parse(load_params(args.params, args.overrides))):
         print(f"prepare: wrote {manifest}")
+    print(f"prepare: done in {time.perf_counter() - start:.1f} s")
 
 
 def _report(args: argparse.Namespace, argv: list[str]) -> None:
@@ -130,6 +142,7 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
     from spark.pretrain.data import load_images
     from spark.pretrain.visualize import load_model, write_reconstruction
 
+    _log_to_console()
     model = load_model(args.checkpoint, args.arch, args.input_size)
     write_reconstruction(model, load_images(args.images, model.input_size[0]), args.out, seed=args.seed)
 
@@ -155,6 +168,9 @@ def parser() -> argparse.ArgumentParser:
 
     detect = _training_command(commands, "detect", _detect, "Mask R-CNN transfer on COCO-format data (Detectron2)")
     _init_argument(detect)
+    detect.add_argument("--num-gpus", type=int,
+                        help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in this process (default: "
+                             "resources.detection.gpus when > 1, else every visible GPU)")
 
     report = commands.add_parser("report", help="the paper's tables and REPORT.md from every run's metrics")
     _params_argument(report)
@@ -175,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
 def _training_command(commands: Any, name: str, run: Callable, help_: str) -> argparse.ArgumentParser:
     """The options every training stage shares: where its params and run directory are, the branch's model, the
     resume policy and dotted overrides."""
-    section = TRAINING_STAGES[name]
+    section = next(stage for stage, command in STAGES.items() if command == name)
     command = commands.add_parser(name, help=help_)
     _params_argument(command)
     command.add_argument("--out", type=Path, required=True, help="run directory; re-running the command resumes it")

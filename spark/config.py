@@ -118,10 +118,18 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def changed_keys(config: Any, recorded: dict[str, Any], resumable: Iterable[str] = ()) -> list[str]:
     """Keys of ``config`` whose value differs from the ``recorded`` :func:`to_dict` form, except ``resumable``
-    ones (those that change speed or bookkeeping, not the result): what forbids resuming a run."""
+    ones (those that change speed or bookkeeping, not the result): what forbids resuming a run. A key the record
+    lacks (a field added since it was written) counts as recorded with its default."""
     current, resumable = to_dict(config), set(resumable)
+    defaults = _plain(_defaults(type(config)))
     return sorted(k for k in current.keys() | recorded.keys()
-                  if k not in resumable and current.get(k) != recorded.get(k))
+                  if k not in resumable and current.get(k) != recorded.get(k, defaults.get(k)))
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(schema)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def _plain(value: Any) -> Any:

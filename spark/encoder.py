@@ -60,8 +60,14 @@ def create_encoder(arch: str, drop_path_rate: float = 0.0, **timm_kwargs) -> tup
 
 
 def encoder_scales(arch: str, **timm_kwargs: Any) -> Scales:
-    """The scales of ``arch`` without allocating it (built once on the meta device per distinct arguments)."""
-    return _meta_scales(arch, tuple(sorted(timm_kwargs.items())))
+    """The scales of ``arch`` without allocating it (built on the meta device, once per distinct hashable
+    arguments)."""
+    key = tuple(sorted(timm_kwargs.items()))
+    try:
+        hash(key)
+    except TypeError:  # e.g. a list argument: not cacheable
+        return _meta_scales.__wrapped__(arch, key)
+    return _meta_scales(arch, key)
 
 
 @functools.lru_cache(maxsize=None)

@@ -69,8 +69,10 @@ class SparKConfig:
         """The encoder's feature scales (from a weightless build on the meta device)."""
         try:
             return encoder_scales(self.arch, **self.encoder_kwargs)
-        except (ValueError, TypeError) as err:  # an unknown or non-hierarchical arch, a bad timm argument
+        except ValueError as err:  # an unknown or non-hierarchical architecture
             raise ConfigError(f"arch: {err}") from None
+        except TypeError as err:  # an argument timm.create_model does not take
+            raise ConfigError(f"encoder_kwargs: {err}") from None
 
     @property
     def grid(self) -> tuple[int, int]:

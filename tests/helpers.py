@@ -105,7 +105,7 @@ def record_train_steps(draws: list | None = None) -> list[dict[str, Any]]:
     def recording_step(loss_fn, optimizer, batch, **kwargs):
         if draws is not None:
             draws.clear()
-        params = dict(loop.unwrap(kwargs["ddp"]).named_parameters())
+        params = dict(loop.unwrap(kwargs["module"]).named_parameters())
         weights = {k: p.detach().clone() for k, p in params.items()}
         result = step(loss_fn, optimizer, batch, **kwargs)
         steps.append({

@@ -23,7 +23,7 @@ def test_accumulated_micro_batches_match_one_full_batch():
     for micro in (None, 4, 5):  # 5 splits unevenly: 5 + 5 + 2
         model = make_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        results.append(train_step(mse(model), optimizer, (x, y), ddp=model, where="test", micro_batch=micro))
+        results.append(train_step(mse(model), optimizer, (x, y), module=model, where="test", micro_batch=micro))
         weights.append([p.detach().clone() for p in model.parameters()])
     for result, params in zip(results[1:], weights[1:]):
         assert result.loss == pytest.approx(results[0].loss, rel=1e-6)
@@ -36,7 +36,7 @@ def test_clipping_reports_the_norm_before_clipping():
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     x, y = torch.randn(8, 4), 100 * torch.randn(8)
-    result = train_step(mse(model), optimizer, (x, y), ddp=model, where="test", clip=1.0)
+    result = train_step(mse(model), optimizer, (x, y), module=model, where="test", clip=1.0)
     clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
     assert result.grad_norm > 1.0
     assert clipped.item() == pytest.approx(1.0, rel=1e-4)
@@ -48,7 +48,7 @@ def test_non_finite_loss_stops_before_the_update():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(8, 4), torch.full((8,), float("nan"))
     with pytest.raises(NonFiniteError, match=r"loss is nan at epoch 3/10, iteration 7/50"):
-        train_step(mse(model), optimizer, (x, y), ddp=model, where="epoch 3/10, iteration 7/50")
+        train_step(mse(model), optimizer, (x, y), module=model, where="epoch 3/10, iteration 7/50")
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
 
@@ -61,7 +61,7 @@ def test_bf16_autocast_runs_on_cpu():
         out = model(batch[0])
         seen.append(out.dtype)
         return (out.float().squeeze(1) - batch[1]).square().mean()
-    result = train_step(loss_fn, optimizer, (torch.randn(4, 4), torch.randn(4)), ddp=model, where="test",
+    result = train_step(loss_fn, optimizer, (torch.randn(4, 4), torch.randn(4)), module=model, where="test",
                         precision=Precision("bf16"))
     assert seen == [torch.bfloat16]
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -24,7 +24,7 @@ REFERENCE_TABLE = {
 
 
 
-def load_finetune_config(path, overrides=(), **branch) -> FinetuneConfig:
+def finetune_branch(path, overrides=(), **branch) -> FinetuneConfig:
     return branch_config(load_params(path), FinetuneConfig, overrides, **branch)
 
 def parse(**finetune) -> FinetuneConfig:
@@ -113,12 +113,12 @@ def test_model_branch_then_overrides_then_recipe(tmp_path):
         "finetune": {"data": MISSING_DATA, "epochs": 10, "warmup_epochs": 1},
         "models": {"r50": {"finetune": {"arch": "resnet50"}}, "cnb": {"finetune": {"arch": "convnext_base"}}},
     }))
-    r50 = load_finetune_config(params, ["finetune.epochs=30"], model="r50")
+    r50 = finetune_branch(params, ["finetune.epochs=30"], model="r50")
     assert (r50.arch, r50.epochs, r50.warmup_epochs, r50.base_lr) == ("resnet50", 30, 1, 2e-3)
-    cnb = load_finetune_config(params, model="cnb")
+    cnb = finetune_branch(params, model="cnb")
     assert (cnb.arch, cnb.epochs, cnb.optimizer, cnb.drop_path_rate) == ("convnext_base", 10, "adamw", 0.4)
     with pytest.raises(ConfigError, match=r"params: models.nope: unknown model"):
-        load_finetune_config(params, model="nope")
+        finetune_branch(params, model="nope")
 
 
 def test_resume_compatibility_ignores_operational_keys():

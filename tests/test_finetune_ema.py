@@ -57,11 +57,11 @@ class SetWeights:
         self.trainer = None
         self.ema_seen = []
 
-    def __call__(self, loss_fn, optimizer, batch, *, ddp, **kwargs):
+    def __call__(self, loss_fn, optimizer, batch, *, module, **kwargs):
         if self.record and self.t > 1:
             self.ema_seen.append(ema_value(self.trainer))
         with torch.no_grad():
-            for v in unwrap(ddp).state_dict().values():
+            for v in unwrap(module).state_dict().values():
                 v.fill_(self.t if v.is_floating_point() else 10 * self.t)
         self.t += 1
         return StepResult(loss=0.0, grad_norm=0.0)

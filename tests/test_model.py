@@ -65,6 +65,8 @@ def test_paper_models_build():
         ({"arch": "resnet18", "input_size": 64, "loss_on": "visible"}, "loss_on: must be one of"),
         ({"arch": "resnet18", "input_size": 64, "hierarchy": 5}, r"hierarchy: must be in \[1, 4\]"),
         ({"arch": "resnet18", "input_size": 64, "decoder_width": 100}, "decoder_width: must be a positive multiple of the downsample ratio"),
+        ({"arch": "resnet18", "input_size": 64, "encoder_kwargs": {"nonsense": [1]}},
+         "encoder_kwargs: .*unexpected keyword argument 'nonsense'"),
     ],
 )
 def test_bad_calls_fail_with_one_clear_message(kwargs, message):

@@ -9,7 +9,7 @@ from spark.pretrain import PretrainConfig
 MISSING_DATA = "/nonexistent/images"  # parsing must fail on the bad key, not on the data
 
 
-def load_pretrain_config(path, overrides=(), **branch) -> PretrainConfig:
+def pretrain_branch(path, overrides=(), **branch) -> PretrainConfig:
     return branch_config(load_params(path), PretrainConfig, overrides, **branch)
 
 
@@ -66,16 +66,16 @@ def test_model_then_variant_then_dotted_overrides(tmp_path):
         "models": {"r50": {"pretrain": {"arch": "resnet50", "drop_path_rate": 0.05}}},
         "ablations": {"zero_out": {"encoder_mode": "zero_out", "epochs": 20}},
     }))
-    config = load_pretrain_config(params, ["pretrain.epochs=30"], model="r50", variant="zero_out")
+    config = pretrain_branch(params, ["pretrain.epochs=30"], model="r50", variant="zero_out")
     assert (config.arch, config.drop_path_rate, config.encoder_mode, config.epochs) == ("resnet50", 0.05, "zero_out", 30)
-    assert load_pretrain_config(params, variant="sparse").encoder_mode == "sparse"
+    assert pretrain_branch(params, variant="sparse").encoder_mode == "sparse"
     params.write_text(yaml.safe_dump({"pretrain": {"data": MISSING_DATA, "arch": "resnet18"},
                                       "models": {"resnet50": None, "convnext_base": {"pretrain": {"epochs": 300}}}}))
-    assert load_pretrain_config(params, model="resnet50").arch == "resnet50"  # a model is named by its arch
-    assert (load_pretrain_config(params, model="convnext_base").arch, load_pretrain_config(params).arch) == (
+    assert pretrain_branch(params, model="resnet50").arch == "resnet50"  # a model is named by its arch
+    assert (pretrain_branch(params, model="convnext_base").arch, pretrain_branch(params).arch) == (
         "convnext_base", "resnet18")
     with pytest.raises(ConfigError, match=r"params: ablations.nope: unknown variant"):
-        load_pretrain_config(params, variant="nope")
+        pretrain_branch(params, variant="nope")
 
 
 def test_resume_compatibility_ignores_operational_keys():
@@ -84,3 +84,7 @@ def test_resume_compatibility_ignores_operational_keys():
     assert parse(num_workers=16, compile=True, save_every=5).changed_keys(recorded) == []
     assert parse(epochs=10, warmup_epochs=1, mask_ratio=0.75).changed_keys(recorded) == [
         "epochs", "mask_ratio", "warmup_epochs"]
+    # A checkpoint from before a key existed resumes when the key keeps its default, and only then.
+    older = {k: v for k, v in recorded.items() if k != "encoder_kwargs"}
+    assert parse().changed_keys(older) == []
+    assert parse(encoder_kwargs={"output_stride": 16}).changed_keys(older) == ["encoder_kwargs"]

@@ -50,7 +50,8 @@ def build_mini_coco(out_dir: str | Path, cfg: MiniCocoConfig, sources: Sources, 
                                      [int(label) + 1 for label in objects.labels[chosen]], rng))
             annotations = parallel_map(_render, (sources.photos, cfg.image_size), scenes, workers)
             images = [{"file_name": s.path.name, "width": cfg.image_size, "height": cfg.image_size} for s in scenes]
-            description = f"mini-coco {split}, eval.data generator v{GENERATOR_VERSION}, seed {seed}"
+            # The generator's package name at version 2 (spark.data, now eval.data), kept: the bytes are v2's.
+            description = f"mini-coco {split}, spark.data generator v{GENERATOR_VERSION}, seed {seed}"
             datasets[split] = coco_dataset(images, annotations, FASHION_MNIST_CLASSES, description)
             write_json(target.annotations, datasets[split])
         coco_sheet(datasets["val"], mini_coco_split(staging, "val").images, staging / CONTACT_SHEET_NAME)

@@ -31,12 +31,12 @@ from eval.detection.convert import load_encoder
 from eval.detection.optim import build_optimizer
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
 from eval.detection.writer import DvcLiveWriter
-from spark.engine import check_resumable
 from eval.pipeline.branches import SCRATCH
-from spark.weights import read_encoder_state_dict
 from spark.config import ConfigError
+from spark.engine import check_resumable
 from spark.io import write_json, write_text
 from spark.provenance import recorded_run
+from spark.weights import read_encoder_state_dict
 
 RECIPE_NAME = "params.json"
 TASKS = ("bbox", "segm")
@@ -176,4 +176,4 @@ def _check_resumable(out: Path, recipe: dict, restart_on_change: bool) -> None:
         for path in [*out.glob("model_*.pth"), last]:
             os.replace(path, out / "stale" / path.name)
 
-    check_resumable(last, changed, restart_on_change, set_aside)
+    check_resumable(out, changed, restart_on_change, set_aside, f"the old checkpoints are in {out / 'stale'}")

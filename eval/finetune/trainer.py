@@ -140,15 +140,13 @@ class Finetuner(EpochTrainer):
                 "init": self.init, "load_report": self.load_report, "num_classes": self.num_classes}
 
     def log_start(self) -> None:
-        if self.start_epoch:
-            pass  # the base logs the resume
-        elif self.load_report is None:
+        if not self.start_epoch and self.load_report is None:
             logger.info("initialised from scratch")
-        else:
+        elif not self.start_epoch:
             logger.info("initialised from %s (%s layout); left as initialised: %s; not used: %s", self.init,
                         self.load_report["layout"], ", ".join(self.load_report["missing"]) or "none",
                         ", ".join(self.load_report["ignored"]) or "none")
-        super().log_start()
+        super().log_start()  # and the resume, if it is one
 
     def describe(self) -> str:
         config = self.config

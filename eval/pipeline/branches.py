@@ -2,6 +2,7 @@
 merged over it, then the job's dotted overrides. What a job reads, and what the DAG checks for every branch."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable, TypeVar
 
 from spark.config import ConfigError, Section, apply_override, merge
@@ -40,7 +41,7 @@ def branch_config(params: dict[str, Any], schema: type[S], overrides: Iterable[s
                   model: str | None = None, variant: str | None = None, regime: str | None = None) -> S:
     """The validated ``schema`` section for one branch: :func:`branch_section`, then dotted ``overrides``
     (``pretrain.seed=3``), then ``schema.parse``."""
-    resolved = branch_section(params, schema.SECTION, model, None if variant == METHOD else variant, regime)
+    resolved = copy.deepcopy(branch_section(params, schema.SECTION, model, variant, regime))  # overrides stay local
     for item in overrides:
         apply_override(resolved, item)
     return schema.parse(resolved)

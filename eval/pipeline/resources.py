@@ -1,9 +1,9 @@
 """``resources.<stage>``: what one job of a stage asks the scheduler for, and gets.
 
 Snakemake reads it for its ``threads`` and ``resources`` (memory, runtime, GPUs: the SLURM executor's request);
-the job itself (:mod:`eval.cli`) runs with ``threads / max(gpus, 1)`` torch threads per process (when set) and, with
-``gpus > 1``, one process per GPU (torchrun; Detectron2 launches its own workers). So a job runs the same under
-Snakemake, DVC and by hand.
+a training job itself (``spark pretrain|finetune|detect``, :mod:`eval.cli`) runs with ``threads / max(gpus, 1)``
+torch threads per process (when set) and, with ``gpus > 1``, one process per GPU (torchrun; Detectron2 launches
+its own workers). So a job runs the same under Snakemake, DVC and by hand.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from spark.config import ConfigError, parse_section, require
 
-STAGES = ("prepare", "pretrain", "finetune", "detection", "tables")
+STAGES = {"prepare": "prepare", "pretrain": "pretrain", "finetune": "finetune", "detection": "detect",
+          "tables": "report"}  # each stage of the DAG and the `spark` command its jobs run
 
 
 @dataclass(frozen=True)

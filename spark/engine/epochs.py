@@ -58,9 +58,10 @@ def run_training(stage: str, config: TrainingConfig, build: Callable[[DistEnv], 
 class EpochTrainer:
     """Base of the pretraining and fine-tuning runs.
 
-    A subclass calls ``super().__init__`` first (resume state in ``self.state``), then builds its data (setting
-    ``loader`` and ``iters`` through :meth:`iterations`), its model through :meth:`place`, its optimizer and
-    :meth:`wrap`, and implements :meth:`batch_inputs`, :meth:`loss` and :meth:`describe`.
+    A subclass sets what its :meth:`changed_keys` reads, calls ``super().__init__`` (resume state in
+    ``self.state``), then builds its data (setting ``loader`` and ``iters`` through :meth:`iterations`), its model
+    through :meth:`place`, its optimizer and :meth:`wrap`, and implements :meth:`batch_inputs`, :meth:`loss` and
+    :meth:`describe`.
 
     A run's results (``metrics.json`` and whatever :meth:`finish` adds) are written only once its last epoch is
     done: a workflow that declares them as outputs never sees them half-made, and a killed run leaves only its
@@ -193,7 +194,7 @@ class EpochTrainer:
             wd = self.weight_decay_at(step, total_steps)
             apply_lr_wd(self.optimizer, lr, wd)
             inputs, images, skipped = self.batch_inputs(batch)
-            result = train_step(self.loss, self.optimizer, inputs, ddp=self.step_model,
+            result = train_step(self.loss, self.optimizer, inputs, module=self.step_model,
                                 where=f"epoch {epoch}/{config.epochs}, iteration {it + 1}/{self.iters}",
                                 micro_batch=config.micro_batch, clip=config.clip or None, precision=self.precision)
             self.after_step(step)
@@ -246,22 +247,29 @@ def resume_state(run_dir: Path, env: DistEnv, changed_keys: Callable[[dict[str, 
     if state is None:
         return None
     path = run_dir / CHECKPOINT_NAME
-    set_aside = (lambda: os.replace(path, run_dir / STALE_CHECKPOINT_NAME)) if env.is_main else (lambda: None)
-    return state if check_resumable(path, changed_keys(state), restart_on_change, set_aside) else None
+
+    def set_aside() -> None:
+        if env.is_main:
+            os.replace(path, run_dir / STALE_CHECKPOINT_NAME)
+
+    resume = check_resumable(path, changed_keys(state), restart_on_change, set_aside,
+                             f"the old checkpoint is kept as {STALE_CHECKPOINT_NAME}", log=env.is_main)
+    return state if resume else None
 
 
-def check_resumable(checkpoint: Path, changed: list[str], restart_on_change: bool,
-                    set_aside: Callable[[], None]) -> bool:
-    """The resume policy of every stage: whether to resume from ``checkpoint``, written under a recipe whose
+def check_resumable(written: Path, changed: list[str], restart_on_change: bool, set_aside: Callable[[], None],
+                    kept: str, log: bool = True) -> bool:
+    """The resume policy of every stage: whether to resume from the checkpoint(s) ``written``, whose recipe's
     ``changed`` keys now differ. None changed: resume. Otherwise an error, or with ``restart_on_change`` (what the
-    workflows ask for: a changed parameter means recompute) ``set_aside()`` keeps the old checkpoint out of the
-    way and the run starts over."""
+    workflows ask for: a changed parameter means recompute) ``set_aside()`` moves the old checkpoint out of the way
+    (``kept`` says where, in the warning ``log`` enables) and the run starts over."""
     if not changed:
         return True
     if not restart_on_change:
-        raise ConfigError(f"{checkpoint} was written with different values of {', '.join(changed)}; restore them, "
+        raise ConfigError(f"{written} was written with different values of {', '.join(changed)}; restore them, "
                           "use a new run directory, or pass --restart-on-change")
     set_aside()
-    logging.getLogger(__name__).warning("%s was written with different values of %s: starting over (the old "
-                                        "checkpoint is set aside)", checkpoint, ", ".join(changed))
+    if log:
+        logging.getLogger(__name__).warning("%s was written with different values of %s: starting over (%s)",
+                                            written, ", ".join(changed), kept)
     return False

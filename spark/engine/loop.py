@@ -29,15 +29,15 @@ class StepResult:
 
 
 def train_step(loss_fn: Callable[[Any], Tensor], optimizer: Optimizer, batch: Batch, *, where: str,
-               ddp: nn.Module | None = None, micro_batch: int | None = None, clip: float | None = None,
+               module: nn.Module | None = None, micro_batch: int | None = None, clip: float | None = None,
                precision: Precision = Precision()) -> StepResult:
     """Forward/backward ``batch`` in micro-batches of at most ``micro_batch`` samples, then clip and step.
 
     ``loss_fn(micro)`` returns the mean loss of a micro-batch (a tensor, or a tuple of tensors split alike).
     Losses are weighted by micro-batch size, so the gradient equals that of the whole batch for losses that are
-    means over samples. ``ddp`` is the module ``loss_fn`` runs: under DDP its ``no_sync`` makes gradients
-    synchronise once, on the last micro-batch. ``where`` (e.g.
-    "epoch 3/10, iteration 7/50") goes into the :class:`NonFiniteError` message.
+    means over samples. ``module`` is what ``loss_fn`` runs (plain, compiled or under DDP): under DDP its
+    ``no_sync`` makes gradients synchronise once, on the last micro-batch. ``where`` (e.g. "epoch 3/10, iteration
+    7/50") goes into the :class:`NonFiniteError` message.
     """
     chunks = _split(batch, micro_batch)
     total = sum(_length(c) for c in chunks)
@@ -45,8 +45,8 @@ def train_step(loss_fn: Callable[[Any], Tensor], optimizer: Optimizer, batch: Ba
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=device)
     for i, chunk in enumerate(chunks):
-        sync = i == len(chunks) - 1 or not hasattr(ddp, "no_sync")
-        with nullcontext() if sync else ddp.no_sync():
+        sync = i == len(chunks) - 1 or not hasattr(module, "no_sync")
+        with nullcontext() if sync else module.no_sync():
             with precision.autocast(device):
                 loss = loss_fn(chunk) * (_length(chunk) / total)
             loss.backward()
