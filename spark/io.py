@@ -20,11 +20,14 @@ class UnreadableFileError(InputError):
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on success it replaces ``path`` in one rename, on error it is removed."""
+    """Open a temp file beside ``path``; on success it replaces ``path`` in one rename, on error it is removed. The
+    file keeps the permissions of the one it replaces (a new one is readable by all, as an ordinary write makes it,
+    not private like a temp file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -26,3 +26,15 @@ def test_non_finite_state_never_replaces_the_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("epoch, due", [(1, False), (5, True), (7, False), (10, True), (12, True)])
 def test_checkpoint_every_n_epochs_and_at_the_end(epoch, due):
     assert checkpoint_due(epoch, epochs=12, every=5) is due
+
+
+def test_atomic_writes_are_readable_and_keep_the_mode_they_replace(tmp_path):
+    from spark.io import write_text
+
+    write_text(tmp_path / "new.txt", "a")
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not the temp file's private 0600
+    (tmp_path / "private.txt").write_text("a")
+    (tmp_path / "private.txt").chmod(0o600)
+    write_text(tmp_path / "private.txt", "b")
+    assert (tmp_path / "private.txt").read_text() == "b" and (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "private.txt"]

@@ -10,12 +10,13 @@ placeholders (``${item.model}``) where the Snakefile calls it with wildcards, an
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 from typing import Any, Sequence
 
 import yaml
+
+from spark.io import write_text
 
 from .branches import METHOD, SCRATCH
 from .dag import DAG_KEYS, Layout
@@ -170,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"{PATH.name} is not current: regenerate it with `make dvc.yaml`", file=sys.stderr)
         return 1
-    temp = PATH.with_name(f".{PATH.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, PATH)
+    write_text(PATH, text)
     return 0
 
 
