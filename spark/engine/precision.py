@@ -1,7 +1,8 @@
 """Numeric format of a run: bf16 autocast (CUDA and CPU through one code path) and channels_last memory.
 
 ``precision: auto`` takes bf16 only where the device computes it natively. On a CPU without AVX512-BF16 or AMX,
-oneDNN emulates bf16 and a SparK step is 12-17x *slower* than in fp32, so there ``auto`` means fp32.
+oneDNN emulates bf16 and a SparK step is 12-17x *slower* than in fp32, so there ``auto`` means fp32. The same holds
+where torch runs its AVX2 kernels on an AVX512 CPU (``ATEN_CPU_CAPABILITY=avx2``, which emulates an AVX2-only CPU).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 PrecisionName = Literal["auto", "fp32", "bf16"]
 
 # /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware: x86 AVX512-BF16 or AMX, Arm's BF16 extension.
-NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+NATIVE_BF16_CPU_FLAGS = X86_BF16_FLAGS | {"bf16"}
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -28,8 +30,11 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
                      for word in line.split(":", 1)[1].split())
 
 
-def native_bf16(device: torch.device, flags: Callable[[], frozenset[str]] = cpu_flags) -> tuple[bool, str]:
-    """Whether ``device`` computes bf16 in hardware, and the evidence (for the run's log and run.json)."""
+def native_bf16(device: torch.device, flags: Callable[[], frozenset[str]] = cpu_flags,
+                capability: Callable[[], str] = torch.backends.cpu.get_cpu_capability) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 in hardware, and the evidence (for the run's log and run.json).
+
+    x86 bf16 instructions are AVX512 ones: they count only when torch dispatches its AVX512 kernels."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if torch.cuda.is_bf16_supported(including_emulation=False):
@@ -37,11 +42,12 @@ def native_bf16(device: torch.device, flags: Callable[[], frozenset[str]] = cpu_
         return False, f"{name} has no native bf16"
     if device.type != "cpu":
         return False, f"no bf16 check for {device.type} devices"
-    found = sorted(NATIVE_BF16_CPU_FLAGS & flags())
-    capability = torch.backends.cpu.get_cpu_capability()
+    found, kernels = sorted(NATIVE_BF16_CPU_FLAGS & flags()), capability()
+    if found and kernels != "AVX512" and set(found) <= X86_BF16_FLAGS:
+        return False, f"CPU has {'/'.join(found)} but torch runs its {kernels} kernels"
     if found:
-        return True, f"CPU ({capability}) has {'/'.join(found)}"
-    return False, f"CPU ({capability}) has no native bf16 (no avx512_bf16/amx_bf16)"
+        return True, f"CPU ({kernels}) has {'/'.join(found)}"
+    return False, f"CPU ({kernels}) has no native bf16 (no avx512_bf16/amx_bf16)"
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,13 @@ class Precision:
 
     @classmethod
     def resolve(cls, requested: PrecisionName, channels_last: bool, device: torch.device,
-                flags: Callable[[], frozenset[str]] = cpu_flags) -> Precision:
+                flags: Callable[[], frozenset[str]] = cpu_flags,
+                capability: Callable[[], str] = torch.backends.cpu.get_cpu_capability) -> Precision:
         """The precision a run uses on ``device``: ``auto`` -> bf16 where native, else fp32; explicit names are
         kept (an explicit bf16 without hardware support runs, marked ``emulated``)."""
         if requested == "fp32":
             return cls("fp32", channels_last, "fp32 as configured")
-        native, evidence = native_bf16(device, flags)
+        native, evidence = native_bf16(device, flags, capability)
         if requested == "bf16":
             return cls("bf16", channels_last, f"bf16 as configured; {evidence}", emulated=not native)
         return cls("bf16" if native else "fp32", channels_last, f"auto: {evidence}")
