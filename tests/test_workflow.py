@@ -222,6 +222,12 @@ def two_epochs(params: dict) -> None:
     params["pretrain"]["epochs"] = 2  # so that a pretraining job has a checkpoint to resume mid-run
 
 
+def terminal_signals() -> None:
+    """In the child, before exec: Ctrl-C's default action, as in a terminal. A runner started in the background by
+    a shell without job control (nohup, ``cmd &`` in a script) ignores SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_runs(root: Path) -> list[Path]:
     """Pretraining run directories that hold a checkpoint but no result yet: runs caught mid-way."""
     checkpoints = root.glob("runs/*/pretrain/*/*/seed*/checkpoint.pth")
@@ -242,7 +248,7 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
     output = tmp_path / "snakemake.log"  # shown when the test fails
     with output.open("w") as sink:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=terminal_signals)
     deadline = time.monotonic() + 900
     try:
         while not interrupted_runs(root):
