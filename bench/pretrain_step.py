@@ -9,7 +9,8 @@ bf16 autocast where the device computes bf16 natively.
 Every configuration runs in its own worker process, so its peak memory is its own. The workers of one precision
 stay alive together and take turns: a round runs ``--steps`` steps in each, in alternating order (ABC..CBA), so
 that drift (clock, other load) falls on all alike. A ratio A/B is computed per round from that round's medians;
-the table reports the median of those ratios and its range. Each worker starts with an empty inductor cache, so
+the table reports the median of those ratios, its 95 % interval (order statistics, no assumption on the
+distribution) and their range. Each worker starts with an empty inductor cache, so
 a compiled configuration's first step is the full compile. The first line names the CPU capability.
 
     python bench/pretrain_step.py                 # resnet18, 128 px, batch 32, decoder width 256
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import resource
 import statistics
@@ -185,11 +187,24 @@ def measure(args: argparse.Namespace, precision: str) -> dict:
 
 
 def ratio(results: dict, a: tuple, b: tuple) -> str:
-    """Median and range over rounds of the per-round time ratio a / b."""
+    """Median over rounds of the per-round time ratio a / b, with its 95 % interval and range."""
     if "rounds" not in results.get(a, {}) or "rounds" not in results.get(b, {}):
         return ""
     ratios = sorted(x / y for x, y in zip(results[a]["rounds"], results[b]["rounds"]))
-    return f"{statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]"
+    low, high = median_interval(ratios)
+    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}] ({ratios[0]:.3f}-{ratios[-1]:.3f})"
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the median: the order statistics k and n+1-k, k the largest rank whose
+    binomial tail P(Bin(n, 1/2) < k) stays within (1 - level) / 2 (the range when n is too small for it)."""
+    n, ordered = len(values), sorted(values)
+    tail, k = 0.0, 0
+    while tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
 
 
 def main() -> None:
@@ -236,7 +251,7 @@ def main() -> None:
         ms = statistics.median(r["rounds"]) * 1000
         print(f"| {variant} | {mode} | {precision} | {ms:.0f} | {args.batch / ms * 1000:.1f} | "
               f"{r['first_step_s']:.1f} | {r['peak_mb']:.0f} | {r['step_mb']:.0f} |")
-    print("\n| time ratio (median of per-round ratios [range]) | " + " | ".join(
+    print("\n| time ratio: median of per-round ratios [95 % interval] (range) | " + " | ".join(
         f"{mode} {precision}" for precision in precisions for mode in args.modes) + " |")
     print("|---|" + "---|" * (len(precisions) * len(args.modes)))
     for a, b in (("sparse", "zero_out"), ("sparse", "dense"), ("zero_out", "dense")):

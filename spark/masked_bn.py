@@ -116,8 +116,9 @@ class _VisibleBatchNorm(torch.autograd.Function):
                 sums = torch.stack([grad_bias, grad_weight])
                 sum_grad, sum_grad_xhat = (_all_reduce(sums) if ctx.sync else sums) / count.clamp_min(1)
                 slope = -scale * invstd * sum_grad_xhat
-                grad_x = torch.addcmul((-scale * sum_grad)[:, None, None], x - mean[:, None, None],
-                                       slope[:, None, None])
+                # in place in one buffer: a fresh map is fresh pages, which cost as much as a pass on large maps
+                grad_x = torch.sub(x, mean[:, None, None])
+                torch.addcmul((-scale * sum_grad)[:, None, None], grad_x, slope[:, None, None], out=grad_x)
                 grad_x = grad_x.mul_(mask).addcmul_(grad, scale[:, None, None]).to(x.dtype)
         needs = ctx.needs_input_grad
         return (grad_x, None, grad_weight if needs[2] else None, grad_bias if needs[3] else None,

@@ -20,7 +20,8 @@ from torch import nn
 CompileSetting = Literal["auto"] | bool
 
 # Break-even measured on a 2-core CPU (SparK resnet18, batch 32, fp32): the ~100 s compile is repaid after ~230
-# steps at 128 px (0.47 s saved per step) but only after ~2100 at 64 px (0.05 s); 3000 pays at both sizes.
+# steps at 128 px (0.47 s saved per step) but only after ~2100 at 64 px (0.05 s); with AVX2 kernels after ~700
+# at 128 px (119 s, 0.17 s). 3000 pays in all three.
 AUTO_MIN_STEPS = 3000
 
 
