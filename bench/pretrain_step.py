@@ -89,7 +89,10 @@ def peak_mb(device: torch.device) -> float:
 
 def serve(args: argparse.Namespace) -> None:
     """Worker: build, warm up, then answer ``run N`` with N step times and ``memory`` with peak figures."""
+    from spark.engine import retain_freed_memory
+
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as the training commands do
     device = torch.device(args.device)
     try:
         step = build_step(args)

@@ -72,12 +72,16 @@ def _detect(args: argparse.Namespace, argv: list[str]) -> None:
 def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_workers: bool = False,
          **branch: str | None) -> tuple[S, StageResources]:
     """The branch's validated section and the stage's resources, from the job's one read of the params file;
-    with ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first."""
+    with ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first. The
+    training process then keeps freed host memory for its next step (:mod:`spark.engine.host_memory`)."""
     params = load_params(args.params)
     config = branch_config(params, schema, args.overrides, model=args.model, **branch)
     resources = stage_resources(params, schema.SECTION)
     if resources.gpus > 1 and not launches_workers and "LOCAL_RANK" not in os.environ:
         _restart_under_torchrun(resources, argv)
+    from spark.engine import retain_freed_memory
+
+    retain_freed_memory()
     return config, resources
 
 

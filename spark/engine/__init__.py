@@ -1,6 +1,6 @@
 """Training machinery shared by pretraining and fine-tuning: the run (config, resume policy, epochs), processes,
-precision, compilation, schedules, data order, one optimizer step, checkpoints, progress and metrics. Nothing here
-knows about SparK."""
+host memory, precision, compilation, schedules, data order, one optimizer step, checkpoints, progress and metrics.
+Nothing here knows about SparK."""
 from .run_state import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .compilation import AUTO_MIN_STEPS, Compilation, CompileSetting
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
@@ -8,6 +8,7 @@ from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_e
 from .epochs import (
     CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, check_resumable, resume_state, run_training,
 )
+from .host_memory import retain_freed_memory
 from .logs import LOG_FORMAT, log_to_file, setup_logging
 from .loop import NonFiniteError, StepResult, train_step
 from .metrics import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
@@ -51,6 +52,7 @@ __all__ = [
     "load_state",
     "log_to_file",
     "resume_state",
+    "retain_freed_memory",
     "run_training",
     "save_state",
     "seed_all",
