@@ -13,19 +13,20 @@ PAGES = 2**26 // 4096  # a 64 MiB block in 4 KiB pages
 # In a child process: mallopt changes the whole process. Transparent huge pages are turned off there, so that a
 # fresh block costs one fault per 4 KiB page whatever the machine's THP setting.
 _FAULTS_PER_BLOCK = """
-import ctypes, json, resource
+import ctypes, json, resource, statistics
 import torch
 from spark.engine.host_memory import retain_freed_memory
 
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
 
-def faults_per_block(warmup=4, repeats=4):
-    for _ in range(warmup):  # aligned blocks settle into the heap's free space after a few
+def faults_per_block(warmup=6, repeats=9):
+    # the median: the heap still grows over the first few blocks (other allocations land in a freed one)
+    counts = []
+    for _ in range(warmup + repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.empty(2**24).fill_(1.0)  # float32: 64 MiB
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(repeats):
-        torch.empty(2**24).fill_(1.0)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(counts[warmup:])
 
 print(json.dumps([faults_per_block(), retain_freed_memory(), faults_per_block()]))
 """
