@@ -116,7 +116,7 @@ class _VisibleBatchNorm(torch.autograd.Function):
                 sums = torch.stack([grad_bias, grad_weight])
                 sum_grad, sum_grad_xhat = (_all_reduce(sums) if ctx.sync else sums) / count.clamp_min(1)
                 slope = -scale * invstd * sum_grad_xhat
-                # in place in one buffer: a fresh map is fresh pages, which cost as much as a pass on large maps
+                # in place in one buffer: one map-sized allocation fewer (fresh pages, unless freed memory is kept)
                 grad_x = torch.sub(x, mean[:, None, None])
                 torch.addcmul((-scale * sum_grad)[:, None, None], grad_x, slope[:, None, None], out=grad_x)
                 grad_x = grad_x.mul_(mask).addcmul_(grad, scale[:, None, None]).to(x.dtype)
