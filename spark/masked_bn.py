@@ -1,12 +1,17 @@
-"""BatchNorm over the visible sites of a masked map, as one autograd op.
+"""BatchNorm over the visible sites of a masked map (optionally followed by a ReLU), as one autograd op.
 
 Equal to gathering the visible (B, H, W) sites into an (N, C) matrix, applying BatchNorm1d and scattering back
 into zeros, without data-dependent shapes or host-device syncs. Written as an ``autograd.Function`` because
 autograd through the masked moments would save a centred copy of every map and spend about ten passes over it;
-this op saves what the native BatchNorm saves (input, mean, inverse std), normalises with the native kernel
-(in fp32 for bf16 inputs, rounding once as the dense BN does) and computes the gradient in closed form over the
-visible sites. Its input may hold anything finite at masked positions: they enter neither the statistics nor the
-output, which is zero there.
+this op saves what the native BatchNorm saves (input, mean, inverse std) and computes the gradient in closed form
+over the visible sites. A ReLU that only this norm feeds is folded in (``relu``): its gate is recomputed from the
+input in the backward pass, so it costs no pass and no saved map. Its input may hold anything finite at masked
+positions: they enter neither the statistics nor the output, which is zero there.
+
+Two implementations compute it. On the CPU, in eager mode, native kernels (:mod:`spark.kernels`) do each step in
+one pass over the visible sites only. Elsewhere (CUDA, under ``torch.compile``, which fuses it with its
+neighbours, or where the kernels could not be built) a composite of PyTorch ops does, normalising with the native
+BatchNorm kernel (in fp32 for bf16 inputs, rounding once as the dense BN does).
 """
 from __future__ import annotations
 
@@ -14,22 +19,27 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from . import kernels
+
 try:  # traceable by torch.compile, unlike torch.distributed's in-place collectives
     import torch.distributed._functional_collectives as funcol
 except ImportError:  # a torch build without distributed support
     funcol = None
 
 
-def masked_batch_norm(x: Tensor, mask: Tensor, weight: Tensor | None, bias: Tensor | None,
+def masked_batch_norm(x: Tensor, visible: Tensor, weight: Tensor | None, bias: Tensor | None,
                       running_mean: Tensor | None, running_var: Tensor | None, training: bool,
-                      momentum: float, eps: float, sync: bool = False) -> Tensor:
-    """``F.batch_norm`` of ``x`` (B, C, H, W) over the sites where ``mask`` (B, 1, H, W, 0/1 in x's dtype) is 1.
+                      momentum: float, eps: float, sync: bool = False, relu: bool = False) -> Tensor:
+    """``F.batch_norm`` of ``x`` (B, C, H, W) over the sites where ``visible`` (bool, (B, 1, H, W)) is True, then
+    ReLU if ``relu``; zero at the other sites.
 
     As in ``F.batch_norm``: in ``training`` the statistics are the visible sites' (all processes' with ``sync``)
     and the running statistics, when given, move toward them by ``momentum``; otherwise the running ones are used.
     """
+    native = _native_ops(x)
     if training:
-        count, mean, deviations = visible_moments(x, mask)
+        with torch.no_grad():
+            count, mean, deviations = native.stats(x, visible) if native else visible_moments(x, visible.to(x.dtype))
         if sync:
             count, mean, deviations = merge_moments(_all_gather(torch.cat([count.reshape(1), mean, deviations])))
         var = deviations / count.clamp_min(1)
@@ -39,7 +49,17 @@ def masked_batch_norm(x: Tensor, mask: Tensor, weight: Tensor | None, bias: Tens
                 running_var.lerp_((deviations / (count - 1).clamp_min(1)).to(running_var.dtype), momentum)
     else:
         count, mean, var = None, running_mean, running_var
-    return _VisibleBatchNorm.apply(x, mask, weight, bias, mean, var, count, eps, sync)
+    function = _NativeVisibleBatchNorm if native else _VisibleBatchNorm
+    return function.apply(x, visible, weight, bias, mean, var, count, eps, sync, relu)
+
+
+def _native_ops(x: Tensor):
+    """The native kernels when they serve ``x``: an eager CPU map in NCHW or NHWC layout."""
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.bfloat16)
+            or torch.compiler.is_compiling()
+            or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+        return None
+    return kernels.masked_bn_ops()
 
 
 @torch.no_grad()
@@ -84,25 +104,39 @@ def _all_reduce(values: Tensor) -> Tensor:
     return funcol.all_reduce(values, "sum", dist.group.WORLD).wait()
 
 
+def _reduced_gradient_sums(sum_grad: Tensor, sum_grad_centered: Tensor, count: Tensor, sync: bool
+                           ) -> tuple[Tensor, Tensor]:
+    """Per-channel means over the visible sites (all processes' with ``sync``) of the gradient and of the
+    gradient times the centred input: the two terms the input gradient of a batch-statistics BN subtracts."""
+    sums = torch.stack([sum_grad, sum_grad_centered])
+    mean_grad, mean_grad_centered = (_all_reduce(sums) if sync else sums) / count.clamp_min(1)
+    return mean_grad, mean_grad_centered
+
+
 class _VisibleBatchNorm(torch.autograd.Function):
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` at visible sites, 0 elsewhere.
+    """The composite op: ``(x - mean) / sqrt(var + eps) * weight + bias`` at visible sites (ReLU'd if ``relu``),
+    0 elsewhere.
 
     ``count`` is the number of visible sites the statistics come from (all processes' with ``sync``), or None when
     they are running statistics (constants for the gradient).
     """
 
     @staticmethod
-    def forward(ctx, x, mask, weight, bias, mean, var, count, eps, sync):
-        out = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
+    def forward(ctx, x, visible, weight, bias, mean, var, count, eps, sync, relu):
+        mask = visible.to(x.dtype)
+        out = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled).mul_(mask)
+        if relu:
+            out = out.relu_()
         invstd = torch.rsqrt(var + eps)
-        ctx.save_for_backward(x, mask, weight, mean, invstd, count)
+        # with a ReLU, the gradient passes where the output is > 0 (visible sites only)
+        ctx.save_for_backward(x, mask, weight, mean, invstd, count, out if relu else None)
         ctx.sync = sync
-        return out.mul_(mask)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, mask, weight, mean, invstd, count = ctx.saved_tensors
-        grad = grad_out * mask
+        x, mask, weight, mean, invstd, count, out = ctx.saved_tensors
+        grad = grad_out * (mask if out is None else out > 0)
         # grad_weight = sum(grad * xhat), grad_bias = sum(grad), over all sites: grad is 0 at masked ones
         _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
             grad, x, weight, None, None, mean, invstd, True, 0.0, [False, True, True])
@@ -113,13 +147,48 @@ class _VisibleBatchNorm(torch.autograd.Function):
                 grad_x = grad * scale[:, None, None]
             else:
                 # d/dx of BN at visible sites: scale * (grad - (sum(grad) + xhat * sum(grad * xhat)) / n)
-                sums = torch.stack([grad_bias, grad_weight])
-                sum_grad, sum_grad_xhat = (_all_reduce(sums) if ctx.sync else sums) / count.clamp_min(1)
-                slope = -scale * invstd * sum_grad_xhat
-                # in place in one buffer: one map-sized allocation fewer (fresh pages, unless freed memory is kept)
+                mean_grad, mean_grad_xhat = _reduced_gradient_sums(grad_bias, grad_weight, count, ctx.sync)
+                slope = -scale * invstd * mean_grad_xhat
+                # in place in one buffer: one map-sized allocation fewer
                 grad_x = torch.sub(x, mean[:, None, None])
-                torch.addcmul((-scale * sum_grad)[:, None, None], grad_x, slope[:, None, None], out=grad_x)
+                torch.addcmul((-scale * mean_grad)[:, None, None], grad_x, slope[:, None, None], out=grad_x)
                 grad_x = grad_x.mul_(mask).addcmul_(grad, scale[:, None, None]).to(x.dtype)
         needs = ctx.needs_input_grad
         return (grad_x, None, grad_weight if needs[2] else None, grad_bias if needs[3] else None,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
+
+
+class _NativeVisibleBatchNorm(torch.autograd.Function):
+    """The same op with the native CPU kernels: the forward is one pass, the backward two."""
+
+    @staticmethod
+    def forward(ctx, x, visible, weight, bias, mean, var, count, eps, sync, relu):
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        mean = mean.to(dtype)
+        invstd = torch.rsqrt(var.to(dtype) + eps)
+        scale = invstd if weight is None else (invstd * weight).to(dtype)
+        shift = torch.zeros_like(mean) if bias is None else bias.to(dtype)
+        ctx.save_for_backward(x, visible, mean, invstd, scale, shift, count)
+        ctx.sync, ctx.relu = sync, relu
+        return kernels.masked_bn_ops().apply(x, visible, mean, scale, shift, relu)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, visible, mean, invstd, scale, shift, count = ctx.saved_tensors
+        ops, needs = kernels.masked_bn_ops(), ctx.needs_input_grad
+        grad_out = grad_out.contiguous(memory_format=_memory_format(x))
+        sum_grad, sum_grad_centered = ops.grad_sums(grad_out, x, visible, mean, scale, shift, ctx.relu)
+        grad_x = None
+        if needs[0]:
+            if count is None:
+                k1 = k2 = torch.zeros_like(mean)
+            else:
+                mean_grad, mean_grad_centered = _reduced_gradient_sums(sum_grad, sum_grad_centered, count, ctx.sync)
+                k1, k2 = scale * mean_grad, scale * invstd.square() * mean_grad_centered
+            grad_x = ops.grad_input(grad_out, x, visible, mean, scale, shift, ctx.relu, k1, k2)
+        return (grad_x, None, sum_grad_centered * invstd if needs[2] else None, sum_grad if needs[3] else None,
+                None, None, None, None, None, None)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    return torch.contiguous_format if x.is_contiguous() else torch.channels_last

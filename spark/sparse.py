@@ -12,7 +12,8 @@ The visible cells are not global state: every converted layer holds the same :cl
 sets for the duration of one forward call (``with visible_mask.use(visible): ...``).
 
 Masking costs a pass over a map, so it is done only where needed: a conv or pool whose output goes only into
-norms that ignore masked positions (a conv feeding a BN, found on the network's torch.fx graph) skips it.
+norms that ignore masked positions (a conv feeding a BN, found on the network's torch.fx graph) skips it. On the
+same graph, a ReLU that is the only reader of a BN's output is applied by the masked BN in its own pass.
 """
 from __future__ import annotations
 
@@ -114,15 +115,17 @@ class MaskedBatchNorm(SparseLayer):
     """BatchNorm whose statistics (and running statistics) cover visible positions only (see :mod:`.masked_bn`).
 
     With ``sync`` set (see :func:`convert_sync_batchnorm`) the moments of all processes are gathered and merged
-    exactly, as torch's SyncBatchNorm does.
+    exactly, as torch's SyncBatchNorm does. With ``applies_relu`` set by :func:`sparsify` it also applies the ReLU
+    that alone consumes its output (that ReLU becoming a :class:`ReluInNorm`), saving that pass and its gradient's.
     """
 
     sync: bool = False
+    applies_relu: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.normalize(x)
+        return self.normalize(x, relu=self.applies_relu)
 
-    def normalize(self, x: Tensor) -> Tensor:
+    def normalize(self, x: Tensor, relu: bool = False) -> Tensor:
         """Arguments chosen as torch's ``_BatchNorm.forward`` chooses them for ``F.batch_norm``."""
         momentum = self.momentum
         if self.training and self.track_running_stats:
@@ -131,17 +134,27 @@ class MaskedBatchNorm(SparseLayer):
                 momentum = 1.0 / float(self.num_batches_tracked)
         keep_running = not self.training or self.track_running_stats
         return masked_batch_norm(
-            x, self.visible_mask.like(x), self.weight, self.bias,
+            x, self.visible_mask.at(x.shape[-2:]), self.weight, self.bias,
             self.running_mean if keep_running else None, self.running_var if keep_running else None,
             training=self.training or self.running_mean is None, momentum=momentum, eps=self.eps,
-            sync=self.sync and dist.is_available() and dist.is_initialized())
+            sync=self.sync and dist.is_available() and dist.is_initialized(), relu=relu)
 
 
 class MaskedBatchNormAct(MaskedBatchNorm):
-    """timm's ``BatchNormAct2d`` (BN, dropout, activation) with masked statistics; f(0)=0 activations keep zeros."""
+    """timm's ``BatchNormAct2d`` (BN, dropout, activation) with masked statistics; f(0)=0 activations keep zeros.
+    A plain ReLU without dropout is applied by the norm itself."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if type(self.act) is nn.ReLU and isinstance(self.drop, nn.Identity):
+            return self.normalize(x, relu=True)
         return self.act(self.drop(self.normalize(x)))
+
+
+class ReluInNorm(SparseLayer):
+    """A ReLU that the masked BatchNorm before it already applied: the identity."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 class VisibleMeanExcite(SparseLayer):
@@ -191,10 +204,15 @@ def sparsify(module: nn.Module, visible_mask: VisibleMask) -> nn.Module:
 
     Returns ``module``. Raises ``TypeError`` for a layer whose statistics would span masked positions.
     """
-    normalized = _outputs_only_normalized(module)
+    graph = _traced(module)
+    normalized, relus = (_outputs_only_normalized(graph), _relus_after_batch_norms(graph)) if graph else ([], [])
     _convert(module, visible_mask)
     for layer in normalized:
         layer.masks_output = False
+    for norm, relu in relus:
+        norm.applies_relu = True
+        relu.__class__ = _sparse_class(ReluInNorm, type(relu))
+        relu.visible_mask = visible_mask
     return module
 
 
@@ -243,30 +261,58 @@ class _Outputs(nn.Module):
         return self.module(x)
 
 
-def _outputs_only_normalized(module: nn.Module) -> list[nn.Module]:
-    """The conv/pool layers of ``module`` called once whose output is used by absorbing norms only.
+class _Graph:
+    """A network's torch.fx graph, with each called layer and how many times it is called."""
 
-    Found on the torch.fx graph of the dense network, which sees every use (functional ones too). A network fx
-    cannot trace keeps every mask: this only saves time.
-    """
+    def __init__(self, module: nn.Module, graph: torch.fx.Graph) -> None:
+        self.root, self.graph = _Outputs(module), graph
+        self.calls = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
+
+    def called_once(self):
+        """(node, layer) for every layer called exactly once."""
+        for node in self.graph.nodes:
+            if node.op == "call_module" and self.calls[node.target] == 1:
+                yield node, self.root.get_submodule(node.target)
+
+    def layer(self, node: torch.fx.Node) -> nn.Module | None:
+        return self.root.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def _traced(module: nn.Module) -> _Graph | None:
+    """The torch.fx graph of the dense network, which sees every use of a layer's output (functional ones too).
+    None for a network fx cannot trace: then every sparse layer masks its own output and no ReLU is folded, which
+    only costs time."""
     try:
-        graph = _LayerTracer().trace(_Outputs(module))
+        return _Graph(module, _LayerTracer().trace(_Outputs(module)))
     except Exception as err:  # noqa: BLE001 - any tracing failure just means no saving
         logger.debug("%s not traceable by torch.fx (%s): every sparse layer masks its output",
                      type(module).__name__, err)
-        return []
-    root = _Outputs(module)
-    calls = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
-    found = []
-    for node in graph.nodes:
-        if node.op != "call_module" or calls[node.target] != 1:
+        return None
+
+
+def _outputs_only_normalized(graph: _Graph) -> list[nn.Module]:
+    """The conv/pool layers called once whose output is used by absorbing norms only."""
+    return [layer for node, layer in graph.called_once()
+            if isinstance(layer, _MASKED_OUTPUT_BASES) and node.users
+            and all(isinstance(graph.layer(user), _ABSORBING_NORMS) for user in node.users)]
+
+
+def _relus_after_batch_norms(graph: _Graph) -> list[tuple[nn.Module, nn.Module]]:
+    """(BatchNorm, ReLU) pairs, each called once, where the ReLU is the only use of the norm's output (through
+    identities, such as timm's disabled DropBlock)."""
+    pairs = []
+    for node, norm in graph.called_once():
+        if type(norm) is not nn.BatchNorm2d:
             continue
-        layer = root.get_submodule(node.target)
-        if isinstance(layer, _MASKED_OUTPUT_BASES) and node.users and all(
-                user.op == "call_module" and isinstance(root.get_submodule(user.target), _ABSORBING_NORMS)
-                for user in node.users):
-            found.append(layer)
-    return found
+        while len(node.users) == 1 and isinstance(graph.layer(user := next(iter(node.users))), nn.Identity):
+            node = user
+        if len(node.users) != 1:
+            continue
+        (user,) = node.users
+        relu = graph.layer(user)
+        if type(relu) is nn.ReLU and graph.calls[user.target] == 1:
+            pairs.append((norm, relu))
+    return pairs
 
 
 def convert_sync_batchnorm(module: nn.Module, dense: bool = True) -> nn.Module:

@@ -13,13 +13,13 @@ from torch import Tensor, nn
 
 from spark.model import SparKConfig, build_spark
 from spark.masking import upsample_visible
-from spark.sparse import VisibleMask, MaskedBatchNorm, sparsify
+from spark.sparse import VisibleMask, MaskedBatchNorm, ReluInNorm, sparsify
 
 
 class GatherBatchNorm(MaskedBatchNorm, nn.BatchNorm2d):
     """The reference: BatchNorm of the visible sites gathered into (N, C) (``torch.var_mean``), scattered back."""
 
-    def normalize(self, x: Tensor) -> Tensor:
+    def normalize(self, x: Tensor, relu: bool = False) -> Tensor:
         shown = self.visible_mask.at(x.shape[-2:])[:, 0]
         rows = x.permute(0, 2, 3, 1)[shown]
         var, mean = torch.var_mean(rows, 0, correction=0)
@@ -28,6 +28,7 @@ class GatherBatchNorm(MaskedBatchNorm, nn.BatchNorm2d):
             self.running_mean.copy_(mean)
             self.running_var.copy_(var * len(rows) / (len(rows) - 1))
         out = (rows - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        out = out.relu() if relu else out
         return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1]).index_put((shown,), out).permute(0, 3, 1, 2)
 
 
@@ -35,6 +36,16 @@ def _gathered(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, MaskedBatchNorm):
             m.__class__ = GatherBatchNorm
+    return model
+
+
+def _unfolded(model: nn.Module) -> nn.Module:
+    """The model with every ReLU applied by its own module again (the hooks below record ReLU modules)."""
+    for m in model.modules():
+        if isinstance(m, MaskedBatchNorm):
+            m.applies_relu = False
+        if isinstance(m, ReluInNorm):
+            m.__class__ = nn.ReLU
     return model
 
 
@@ -101,7 +112,7 @@ def _variance_error(got: nn.Module, want: nn.Module) -> float:
 
 def test_fp32_is_as_accurate_as_gathered_batchnorm():
     torch.manual_seed(0)  # resnet18 at random init, a 128 px batch of 8, a 60% mask
-    model = build_spark(SparKConfig(arch="resnet18", input_size=128, decoder_width=128, mask_ratio=0.6))
+    model = _unfolded(build_spark(SparKConfig(arch="resnet18", input_size=128, decoder_width=128, mask_ratio=0.6)))
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # the running statistics after one step are the batch's

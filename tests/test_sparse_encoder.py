@@ -11,7 +11,7 @@ from torch import nn
 from spark.model import SparKConfig, build_spark
 from spark.encoder import create_encoder
 from spark.masking import upsample_visible
-from spark.sparse import VisibleMask, MaskedOutput, sparsify
+from spark.sparse import MaskedBatchNorm, MaskedOutput, ReluInNorm, VisibleMask, sparsify
 
 ENCODERS = ["resnet18", "resnet50", "resnet10t", "convnext_atto", "convnext_tiny", "seresnet18", "regnety_002", "efficientnet_b0"]
 
@@ -218,7 +218,7 @@ def _gather(x, shown):
     return x.permute(0, 2, 3, 1)[shown[:, 0]]
 
 
-def test_masked_batchnorm_equals_batchnorm1d_on_visible_sites():
+def test_masked_batchnorm_equals_batchnorm1d_on_visible_sites(masked_bn_implementation):
     visible = torch.rand(4, 1, 3, 3) > 0.5
     visible[0, 0, 0, 0] = True
     shown = upsample_visible(visible, (12, 12))
@@ -254,16 +254,23 @@ def test_masked_batchnorm_equals_batchnorm1d_on_visible_sites():
 
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine):
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine, relu, channels_last,
+                                                                   masked_bn_implementation):
     """The masked BN's own autograd: output, input gradient, affine gradients and running statistics equal
-    BatchNorm1d on the gathered visible sites to float64 rounding, whatever the input holds at masked positions
-    (convs feeding it leave their output unmasked), with zeros there in output and gradient."""
+    BatchNorm1d (then ReLU, when the norm applies it) on the gathered visible sites to float64 rounding, whatever
+    the input holds at masked positions (convs feeding it leave their output unmasked), with zeros there in output
+    and gradient; in both memory layouts."""
     g = torch.Generator().manual_seed(0)
     visible = torch.rand(4, 1, 3, 3, generator=g) > 0.5
     visible[0, 0, 0, 0] = True
     shown = upsample_visible(visible, (12, 12))
-    x = (torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64) + 3).requires_grad_(True)  # garbage masked
+    x = torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64) + 3  # garbage masked
+    x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x.requires_grad_(True)
     masked_bn = sparsify(nn.BatchNorm2d(8, affine=affine).double(), mask := VisibleMask())
+    masked_bn.applies_relu = relu
     ref = nn.BatchNorm1d(8, affine=affine).double()
     with torch.no_grad():
         if affine:
@@ -277,7 +284,7 @@ def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine
     upstream = torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64)
     with mask.use(visible):
         out = masked_bn(x)
-    out_ref = ref(rows)
+    out_ref = ref(rows).relu() if relu else ref(rows)
     (out * upstream).sum().backward()
     (out_ref * _gather(upstream, shown)).sum().backward()
     exact = dict(atol=1e-10, rtol=1e-10)
@@ -290,7 +297,7 @@ def test_masked_batchnorm_ignores_masked_inputs_exactly_in_float64(train, affine
         torch.testing.assert_close(a, b, **exact, msg=name)
 
 
-def test_masked_batchnorm_normalises_bf16_in_fp32_and_rounds_once():
+def test_masked_batchnorm_normalises_bf16_in_fp32_and_rounds_once(masked_bn_implementation):
     """Under bf16 the scale and shift stay fp32: the output is the fp32 normalisation of the bf16 input with the
     visible sites' statistics, rounded to bf16 once (within one bf16 ulp), as the dense BN's fused kernel does."""
     g = torch.Generator().manual_seed(0)
@@ -334,6 +341,51 @@ def test_masks_are_skipped_only_where_a_masked_norm_consumes_the_output():
     preact = sparsify(create_encoder("resnetv2_50")[0], VisibleMask())
     # pre-activation ResNet: the stem conv feeds a max-pool; a block's first conv feeds its second norm
     assert preact.stem.conv.masks_output and not preact.stages[0].blocks[0].conv1.masks_output
+
+
+def test_a_relu_that_alone_consumes_a_masked_norm_is_applied_by_the_norm():
+    """ResNet-18: the stem's and every block's first ReLU follow a BN that nothing else reads; a block's last ReLU
+    follows the residual sum and stays. The state_dict is untouched, and the ReLU's effect too (the all-visible and
+    gathered-BN tests run the folded model)."""
+    dense, _ = create_encoder("resnet18")
+    keys = list(dense.state_dict())
+    sparse = sparsify(dense, VisibleMask())
+    folded = {name for name, m in sparse.named_modules() if isinstance(m, ReluInNorm)}
+    assert folded == {"act1"} | {f"layer{i}.{j}.act1" for i in range(1, 5) for j in range(2)}
+    assert {name for name, m in sparse.named_modules() if isinstance(m, MaskedBatchNorm) and m.applies_relu} == {
+        name.replace("act", "bn") for name in folded}
+    assert list(sparse.state_dict()) == keys
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_native_kernels_and_composite_ops_train_alike(channels_last, monkeypatch):
+    """One SparK training step (resnet18, fp32, a 4x4 mask grid): loss, every gradient and the running statistics
+    of the native-kernel and composite masked BNs agree to fp32 rounding."""
+    import spark.kernels
+    import spark.masked_bn
+
+    if spark.kernels.masked_bn_ops() is None:
+        pytest.fail("the native masked-BN kernels did not build (the warning above says why)")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_spark(SparKConfig(arch="resnet18", input_size=128, decoder_width=64)).to(memory_format=memory_format)
+    images = torch.randn(4, 3, 128, 128).contiguous(memory_format=memory_format)
+    visible = model.sample_visible(4, generator=torch.Generator().manual_seed(1))
+
+    def step(native):
+        m = copy.deepcopy(model)
+        if not native:
+            monkeypatch.setattr(spark.masked_bn, "_native_ops", lambda x: None)
+        loss = m(images, visible)
+        loss.backward()
+        monkeypatch.undo()
+        return loss, m
+
+    (loss_native, native), (loss_composite, composite) = step(True), step(False)
+    torch.testing.assert_close(loss_native, loss_composite, rtol=1e-5, atol=0)
+    for (name, a), b in zip(native.named_parameters(), composite.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, a), b in zip(native.named_buffers(), composite.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

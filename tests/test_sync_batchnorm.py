@@ -26,7 +26,11 @@ def _inputs():
     return x, visible
 
 
-def _rank(rank: int, port: int, queue) -> None:
+def _rank(rank: int, port: int, queue, implementation: str) -> None:
+    if implementation == "composite":
+        import spark.masked_bn
+
+        spark.masked_bn._native_ops = lambda x: None
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     x, visible = _inputs()
     bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := VisibleMask()))
@@ -39,7 +43,7 @@ def _rank(rank: int, port: int, queue) -> None:
     dist.destroy_process_group()
 
 
-def test_synchronised_masked_batchnorm_matches_full_batch():
+def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementation):
     x, visible = _inputs()
     bn = sparsify(nn.BatchNorm2d(5), mask := VisibleMask())
     xs = x.clone().requires_grad_(True)
@@ -51,7 +55,7 @@ def test_synchronised_masked_batchnorm_matches_full_batch():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_rank, args=(r, port, queue, masked_bn_implementation)) for r in range(2)]
     for p in procs:
         p.start()
     try:  # deadlines: a rank stuck in a collective fails the test instead of hanging it (and pytest's exit)
