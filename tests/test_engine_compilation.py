@@ -19,17 +19,30 @@ def compiler(monkeypatch):
     return set_present
 
 
-def test_auto_compiles_runs_of_at_least_the_threshold_on_a_cpu_with_a_compiler(compiler):
+def avx512():
+    return "AVX512"
+
+
+def test_auto_compiles_runs_of_at_least_the_threshold_on_an_avx512_cpu_with_a_compiler(compiler):
     compiler(True)
-    short = Compilation.resolve("auto", AUTO_MIN_STEPS - 1, CPU)
-    long = Compilation.resolve("auto", AUTO_MIN_STEPS, CPU)
+    short = Compilation.resolve("auto", AUTO_MIN_STEPS - 1, CPU, capability=avx512)
+    long = Compilation.resolve("auto", AUTO_MIN_STEPS, CPU, capability=avx512)
     assert not short.enabled and f"{AUTO_MIN_STEPS - 1} steps < {AUTO_MIN_STEPS}" in short.reason
     assert long.enabled and long.describe() == f"compiled (auto: {AUTO_MIN_STEPS} steps >= {AUTO_MIN_STEPS})"
-    bf16 = Compilation.resolve("auto", 10 * AUTO_MIN_STEPS, CPU, "bf16")
+    bf16 = Compilation.resolve("auto", 10 * AUTO_MIN_STEPS, CPU, "bf16", capability=avx512)
     assert not bf16.enabled and "NaN gradients" in bf16.reason
     compiler(False)
-    missing = Compilation.resolve("auto", 10 * AUTO_MIN_STEPS, CPU)
+    missing = Compilation.resolve("auto", 10 * AUTO_MIN_STEPS, CPU, capability=avx512)
     assert not missing.enabled and "no C++ compiler" in missing.reason
+
+
+@pytest.mark.parametrize("kernels", ["AVX2", "DEFAULT"])
+def test_auto_never_compiles_where_torch_runs_other_cpu_kernels(compiler, kernels):
+    compiler(True)
+    decision = Compilation.resolve("auto", 100 * AUTO_MIN_STEPS, CPU, capability=lambda: kernels)
+    assert not decision.enabled
+    assert decision.reason == f"auto: torch runs its {kernels} CPU kernels, where compiling did not speed up a step"
+    assert Compilation.resolve(True, 1, CPU, capability=lambda: kernels).enabled  # an explicit setting is kept
 
 
 def test_explicit_settings_are_kept_whatever_the_run_length(compiler):

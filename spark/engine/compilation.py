@@ -3,25 +3,31 @@
 Compiling fuses the elementwise work between convolutions (masks, norm apply, activations) into few kernels, but
 its first step spends a minute or more compiling, and a mini run lasts minutes. ``auto`` therefore compiles only
 runs of at least :data:`AUTO_MIN_STEPS` optimizer steps, on a device with a compiler backend (Triton on CUDA, a
-C++ compiler on CPU), and not bf16 on a CPU: there inductor's vectorised kernels gave NaN gradients for a plain
-timm ResNet-18 (torch 2.14.1, AVX512; correct with vectorisation off), which would stop the run. The figures
-behind the threshold are in README "Benchmarks".
+C++ compiler on CPU), and on a CPU only where torch runs its AVX512 kernels, in fp32:
+
+- with AVX2 kernels the convolutions, which compiling leaves as they are, are over 80 % of a SparK step, and the
+  native masked-BN kernels (:mod:`spark.kernels`) already fuse most of the rest: compiled and eager steps took
+  the same time (0.994x), so there the compile never pays;
+- in bf16 inductor's vectorised CPU kernels gave NaN gradients for a plain timm ResNet-18 (torch 2.14.1, AVX512;
+  correct with vectorisation off), which would stop the run.
+
+The figures behind these rules are in README "Benchmarks".
 """
 from __future__ import annotations
 
 import importlib.util
 import shutil
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
 CompileSetting = Literal["auto"] | bool
 
-# Break-even measured on a 2-core CPU (SparK resnet18, batch 32, fp32): the ~100 s compile is repaid after ~230
-# steps at 128 px (0.47 s saved per step) but only after ~2100 at 64 px (0.05 s); with AVX2 kernels after ~700
-# at 128 px (119 s, 0.17 s). 3000 pays in all three.
+# Break-even measured on a 2-core CPU with AVX512 kernels (SparK resnet18, batch 32, fp32, before the native
+# masked-BN kernels): the ~100 s compile is repaid after ~230 steps at 128 px (0.47 s saved per step) but only
+# after ~2100 at 64 px (0.05 s). 3000 pays in both.
 AUTO_MIN_STEPS = 3000
 
 
@@ -34,15 +40,19 @@ class Compilation:
     warning: str = ""  # a risk the configuration takes, logged at the start of the run
 
     @classmethod
-    def resolve(cls, requested: CompileSetting, steps: int, device: torch.device, precision: str = "fp32"
-                ) -> Compilation:
-        """The decision for a run of ``steps`` optimizer steps on ``device`` in ``precision`` (fp32 or bf16)."""
+    def resolve(cls, requested: CompileSetting, steps: int, device: torch.device, precision: str = "fp32",
+                capability: Callable[[], str] = torch.backends.cpu.get_cpu_capability) -> Compilation:
+        """The decision for a run of ``steps`` optimizer steps on ``device`` in ``precision`` (fp32 or bf16);
+        ``capability`` says which CPU kernels torch runs (injectable for tests)."""
         if requested == "auto":
             backend = _backend_missing(device)
             if backend:
                 return cls(False, f"auto: {backend}")
             if device.type == "cpu" and precision == "bf16":
                 return cls(False, "auto: inductor's CPU bf16 kernels gave NaN gradients (torch 2.14)")
+            if device.type == "cpu" and (kernels := capability()) != "AVX512":
+                return cls(False, f"auto: torch runs its {kernels} CPU kernels, where compiling did not speed up "
+                                  "a step")
             if steps < AUTO_MIN_STEPS:
                 return cls(False, f"auto: {steps} steps < {AUTO_MIN_STEPS}, compiling would not pay")
             return cls(True, f"auto: {steps} steps >= {AUTO_MIN_STEPS}")
