@@ -24,6 +24,8 @@ STAGE_ENTRIES = {
     "detection": (CLI, "eval.detection.config", "eval.detection.train"),
     "tables": (CLI, "eval.pipeline.dag", "eval.report"),
 }
+# Files that a module reads at run time as code: the C++ source spark.kernels compiles into the masked-BN kernels.
+RUNTIME_SOURCES = {"spark/kernels.py": ("spark/csrc/masked_bn.cpp",)}
 # Stages that depend on all of the project's code: the tables stage validates every section of the params file,
 # which imports most of it, and takes seconds to rerun.
 WHOLE_PROJECT = ("tables",)
@@ -37,7 +39,7 @@ def stage_code(stage: str, root: Path = ROOT) -> list[str]:
     folded = set(files)
     for folder in sorted({str(Path(f).parent) for f in files}, key=lambda d: d.count("/"), reverse=True):
         inside = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
-        if inside <= folded and folder not in PACKAGES:
+        if inside and inside <= folded and folder not in PACKAGES:
             folded = (folded - inside) | {folder}
     return sorted(folded)
 
@@ -45,8 +47,10 @@ def stage_code(stage: str, root: Path = ROOT) -> list[str]:
 def code_files(stage: str, root: Path = ROOT) -> list[str]:
     """The files behind :func:`stage_code`, as the stage's Snakemake inputs."""
     paths = [root / p for p in stage_code(stage, root)]
+    sources = [root / source for sources in RUNTIME_SOURCES.values() for source in sources]
     return sorted(p.relative_to(root).as_posix() for path in paths
-                  for p in (sorted(path.rglob("*.py")) if path.is_dir() else [path]))
+                  for p in ([*path.rglob("*.py"), *(s for s in sources if s.is_relative_to(path))] if path.is_dir()
+                            else [path]))
 
 
 def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
@@ -65,7 +69,7 @@ def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
         tree = ast.parse((root / path).read_text(), path)
         nodes = tree.body if path == _module_file(CLI, root) else ast.walk(tree)
         todo += _imports(nodes, _package_of(path), root)
-    return sorted(seen)
+    return sorted(seen | {source for path in seen for source in RUNTIME_SOURCES.get(path, ())})
 
 
 def _imports(nodes: Iterable[ast.AST], package: str, root: Path) -> list[str]:
