@@ -9,7 +9,7 @@ input in the backward pass, so it costs no pass and no saved map. Its input may 
 positions: they enter neither the statistics nor the output, which is zero there.
 
 Two implementations compute it. On the CPU, in eager mode, native kernels (:mod:`spark.kernels`) do each step in
-one pass over the visible sites only. Elsewhere (CUDA, under ``torch.compile``, which fuses it with its
+one vectorised pass (two for the statistics). Elsewhere (CUDA, under ``torch.compile``, which fuses it with its
 neighbours, or where the kernels could not be built) a composite of PyTorch ops does, normalising with the native
 BatchNorm kernel (in fp32 for bf16 inputs, rounding once as the dense BN does).
 """
