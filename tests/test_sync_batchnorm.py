@@ -39,7 +39,9 @@ def _rank(rank: int, port: int, queue, implementation: str) -> None:
     with mask.use(visible[part]):
         out = bn(xr)
     out.square().sum().backward()
-    queue.put((rank, out.detach(), xr.grad, bn.running_mean.clone(), bn.running_var.clone()))
+    # as numpy arrays, sent by value: torch would send tensors as shared memory that the parent fetches from this
+    # process, which may have exited by then
+    queue.put((rank, *(t.detach().numpy() for t in (out, xr.grad, bn.running_mean, bn.running_var))))
     dist.destroy_process_group()
 
 
@@ -66,7 +68,7 @@ def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementati
             except Empty:
                 pytest.fail(f"no result from both ranks within 120 s (exit codes {[p.exitcode for p in procs]}; "
                             "their stderr is in the captured output)", pytrace=False)
-            results[rank] = rest
+            results[rank] = [torch.from_numpy(a) for a in rest]
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0, f"rank exit codes {[p.exitcode for p in procs]} (None: still running after 60 s)"
