@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from eval.pipeline.branches import SCRATCH, branch_config
 from eval.pipeline.resources import STAGES, StageResources, stage_resources
-from spark.config import Section, load_params
+from spark.config import Section, load_params, with_overrides
 from spark.errors import run_command
 
 S = TypeVar("S", bound=Section)
@@ -61,6 +61,10 @@ def _detect(args: argparse.Namespace, argv: list[str]) -> None:
     config, resources = _job(args, argv, DetectionConfig, launches_workers=True)
     import torch
 
+    from spark.engine import require_gpus
+
+    if args.num_gpus is not None:
+        require_gpus("--num-gpus", args.num_gpus)
     from eval.detection.train import run  # Detectron2 is imported only once the params are valid
 
     num_gpus = args.num_gpus if args.num_gpus is not None else (
@@ -71,17 +75,25 @@ def _detect(args: argparse.Namespace, argv: list[str]) -> None:
 
 def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_workers: bool = False,
          **branch: str | None) -> tuple[S, StageResources]:
-    """The branch's validated section and the stage's resources, from the job's one read of the params file;
-    with ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first. The
-    training process then keeps freed host memory for its next step (:mod:`spark.engine.host_memory`)."""
+    """The branch's validated section and the stage's resources, from the job's one read of the params file
+    (dotted overrides apply to ``resources`` too). A job asking for GPUs it cannot see stops here; with
+    ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first. A training
+    process that computes on the CPU then keeps freed host memory for its next step
+    (:mod:`spark.engine.host_memory`)."""
     params = load_params(args.params)
     config = branch_config(params, schema, args.overrides, model=args.model, **branch)
-    resources = stage_resources(params, schema.SECTION)
+    resources = stage_resources(with_overrides(params, args.overrides), schema.SECTION)
+    from spark.engine import require_gpus
+
+    require_gpus(f"resources.{schema.SECTION}.gpus", resources.gpus)
     if resources.gpus > 1 and not launches_workers and "LOCAL_RANK" not in os.environ:
         _restart_under_torchrun(resources, argv)
+    import torch
+
     from spark.engine import retain_freed_memory
 
-    retain_freed_memory()
+    if not torch.cuda.is_available():
+        retain_freed_memory()
     return config, resources
 
 

@@ -7,6 +7,7 @@ parses it with ``Config.parse(params)``. A bad value fails before any data is re
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -40,6 +41,12 @@ def load_params(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return with_overrides(params, overrides)
+
+
+def with_overrides(params: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``params`` with ``a.b.c=value`` overrides applied (``params`` itself is left as it is)."""
+    params = copy.deepcopy(params)
     for item in overrides:
         apply_override(params, item)
     return params

@@ -97,11 +97,12 @@ def merge_moments(parts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _all_gather(row: Tensor) -> Tensor:
     """(world_size, len(row)): every process's ``row``."""
-    return funcol.all_gather_tensor(row[None], 0, dist.group.WORLD).wait()
+    return funcol.wait_tensor(funcol.all_gather_tensor(row[None], 0, dist.group.WORLD))
 
 
 def _all_reduce(values: Tensor) -> Tensor:
-    return funcol.all_reduce(values, "sum", dist.group.WORLD).wait()
+    # wait_tensor, not the result's .wait(): under torch.compile a collective's result can be a plain tensor
+    return funcol.wait_tensor(funcol.all_reduce(values, "sum", dist.group.WORLD))
 
 
 def _reduced_gradient_sums(sum_grad: Tensor, sum_grad_centered: Tensor, count: Tensor, sync: bool

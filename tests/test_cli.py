@@ -23,6 +23,7 @@ STAGE_ARGS = {  # the required arguments of each stage, beside --params
     "finetune": ["--init", "scratch", "--out", "run"],
     "detect": ["--init", "scratch", "--out", "run"],
     "report": [],
+    "estimate": [],
 }
 
 
@@ -62,6 +63,41 @@ def test_a_bad_value_names_its_key_before_any_work(stage, override, key, tmp_pat
     assert main([stage, "--params", "params.yaml", *STAGE_ARGS[stage], override]) == BAD_INPUT
     assert f"spark {stage}: error: params: {key}:" in error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("stage, section", [("pretrain", "pretrain"), ("finetune", "finetune"),
+                                            ("detect", "detection")])
+@pytest.mark.parametrize("visible", [0, 1])
+def test_a_gpu_job_without_its_gpus_stops_before_any_work(stage, section, visible, tmp_path, capsys, monkeypatch):
+    """``resources.<stage>.gpus: 2`` on a machine that shows fewer GPUs: one line naming the setting, what was asked
+    and what was found, exit 2, nothing written and no torchrun started (instead of training on the CPU)."""
+    import eval.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: visible)
+    monkeypatch.setattr(eval.cli.os, "execvpe", lambda *args: pytest.fail(f"torchrun started: {args}"))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
+    assert main([stage, "--params", "params.yaml", *STAGE_ARGS[stage], f"resources.{section}.gpus=2"]) == BAD_INPUT
+    assert error_line(capsys).startswith(
+        f"spark {stage}: error: params: resources.{section}.gpus: 2 GPU(s) asked for, found {visible}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_only_cpu_training_keeps_freed_host_memory(cuda, tmp_path, monkeypatch):
+    """glibc's no-mmap/no-trim setting pays for CPU steps; a GPU job's host memory is its loader's batches."""
+    import spark.engine
+    import spark.pretrain
+
+    kept, runs = [], []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(spark.engine, "retain_freed_memory", lambda: kept.append(True))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    monkeypatch.setattr(spark.pretrain, "pretrain", lambda *args, **kwargs: runs.append(args))
+    shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
+    assert main(["pretrain", "--params", "params.yaml", *STAGE_ARGS["pretrain"]]) == 0
+    assert len(runs) == 1 and kept == ([] if cuda else [True])
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -36,6 +36,26 @@ def test_auto_compiles_runs_of_at_least_the_threshold_on_an_avx512_cpu_with_a_co
     assert not missing.enabled and "no C++ compiler" in missing.reason
 
 
+@pytest.mark.parametrize("cc", [None, "/opt/gcc/bin/gcc"])
+def test_auto_on_cuda_needs_triton_and_a_c_compiler_for_its_launcher(cc, monkeypatch):
+    """Triton compiles its CUDA kernel launcher with a C compiler on first use; without one the compiled run
+    would fail at its first step, so auto declines and says why. ``$CC`` counts when it names a program."""
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(compilation.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(compilation.shutil, "which", lambda name: name if name == cc else None)
+    if cc:
+        monkeypatch.setenv("CC", cc)
+    else:
+        monkeypatch.delenv("CC", raising=False)
+    decision = Compilation.resolve("auto", AUTO_MIN_STEPS, cuda)
+    if cc:
+        assert decision.enabled, decision.reason
+    else:
+        assert decision.describe() == "eager (auto: no C compiler (CC, cc, gcc, clang) for triton's kernel launcher)"
+    monkeypatch.setattr(compilation.importlib.util, "find_spec", lambda name: None)
+    assert Compilation.resolve("auto", AUTO_MIN_STEPS, cuda).reason == "auto: no triton for CUDA kernels"
+
+
 @pytest.mark.parametrize("kernels", ["AVX2", "DEFAULT"])
 def test_auto_never_compiles_where_torch_runs_other_cpu_kernels(compiler, kernels):
     compiler(True)

@@ -259,3 +259,25 @@ def test_label_fraction_and_eval_every(colours, tmp_path):
     assert ": 2 iterations/epoch" in (run / "train.log").read_text()  # 16 of the 32 training images, batch 8
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_epoch"] in (2, 3) and metrics["top1"] == history[-1]["top1"]
+
+
+def test_micro_batch_auto_probes_mixed_batches_and_trains_as_the_size_it_chose(colours, tmp_path, monkeypatch):
+    """The probe runs passes shaped like training's (mixed images, soft targets) and leaves no trace: out of memory
+    above 3 images, a run with auto picks ceil(8 / 4) = 2 and ends where one told micro_batch: 2 ends."""
+    import eval.finetune.trainer as trainer_module
+
+    real, passes = trainer_module.Finetuner.model_loss, []
+
+    def model_loss(self, model, batch):
+        images, targets = batch
+        passes.append((len(images), targets.shape))
+        if len(images) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, model, batch)
+
+    monkeypatch.setattr(trainer_module.Finetuner, "model_loss", model_loss)
+    finetune(tiny(colours, epochs=1, warmup_epochs=0, micro_batch="auto"), tmp_path / "auto")
+    assert [size for size, _ in passes[:3]] == [8, 4, 2] and passes[0][1] == (8, len(COLOURS))  # soft targets
+    assert json.loads((tmp_path / "auto/run.json").read_text())["micro_batch"] == 2
+    finetune(tiny(colours, epochs=1, warmup_epochs=0, micro_batch=2), tmp_path / "explicit")
+    assert_same_weights(checkpoint(tmp_path / "auto")["model"], checkpoint(tmp_path / "explicit")["model"])

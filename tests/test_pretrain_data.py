@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms
 
 from spark.config import ConfigError
-from spark.engine import DistEnv, train_loader
+from spark.engine import DistEnv, seeded, train_loader
 from spark.images import spread
 from spark.pretrain.data import (
-    BadImageError, ImageFiles, collate_images, list_images, load_images, train_transform,
+    BadImageError, ImageFiles, collate_images, list_images, load_images, normalize, train_transform,
 )
 
 
@@ -43,8 +45,19 @@ def test_missing_or_empty_data_names_the_key(tmp_path):
 
 
 def test_reference_augmentation_output(folder):
-    images = torch.stack([train_transform(32)(Image.open(p).convert("RGB")) for p in list_images(folder)])
-    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.float32
+    """Workers hand over uint8 pixels; normalising the batch (on the device, in any memory format) gives exactly
+    what the reference's per-image ToTensor + Normalize give on the same random draws."""
+    reference = transforms.Compose([*train_transform(32).transforms[:-1], transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    pictures = [Image.open(p).convert("RGB") for p in list_images(folder)]
+    with seeded(3):
+        pixels = torch.stack([train_transform(32)(p) for p in pictures])
+    with seeded(3):
+        expected = torch.stack([reference(p) for p in pictures])
+    assert pixels.shape == (6, 3, 32, 32) and pixels.dtype == torch.uint8
+    images = normalize(pixels.contiguous(memory_format=torch.channels_last))
+    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images, expected)
     assert -2.2 < images.min() < 0 < images.max() < 2.7  # ImageNet mean/std normalised
     fixed = load_images(list_images(folder)[:2], 32)
     assert torch.equal(fixed, load_images(list_images(folder)[:2], 32))

@@ -22,7 +22,7 @@ from spark.engine import (
 from spark.io import load_torch
 from spark.model import SparK, build_spark
 from spark.pretrain import PretrainConfig, pretrain
-from spark.pretrain.data import ImageFiles, collate_images, list_images, train_transform
+from spark.pretrain.data import ImageFiles, collate_images, list_images, normalize, train_transform
 from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
@@ -87,7 +87,9 @@ def test_run_directory_contents(images, tmp_path):
     log = (run / "train.log").read_text()
     assert "epoch 3/3  loss" in log
     expected = Precision.resolve("auto", False, torch.device("cpu"))  # the default follows this machine's CPU
-    assert json.loads((run / "run.json").read_text())["precision"] == expected.describe()
+    record = json.loads((run / "run.json").read_text())
+    assert record["precision"] == expected.describe()
+    assert record["world_size"] == 1 and record["dist_timeout_minutes"] == 60
     assert f"precision {expected.describe()}" in log
     timm_model = timm.create_model("test_resnet")
     missing, unexpected = timm_model.load_state_dict(load_torch(run / "encoder.pth"), strict=False)
@@ -185,17 +187,21 @@ def ddp_reference_loss(model: SparK, ranks: list[dict], micro_batch: int) -> tor
     return model.forward_loss(x, prediction, visible)
 
 
-def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_path, request):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_path, request, compiled):
     """2 gloo ranks x 2 images (micro-batches of 1) against one process on the same 4 images per step, for 8 LAMB
     steps: the ranks split each global batch without overlap and draw different masks; from the ranks' weights,
     one process with their images and masks gets their loss and gradients (of the mean over the global batch);
     each step takes the ranks to the weights a one-process LAMB step gives, and the masked BNs' running statistics
-    are those of the global batch."""
-    config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False)
+    are those of the global batch. Compiled ranks (the masked BNs' collectives traced by torch.compile, under
+    DDP's graph splitting) must match the same eager one-process reference."""
+    config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False, compile=compiled)
     params = write_params(tmp_path / "params.yaml", config)
     ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
     single_threaded(request)
-    assert "2 per rank, micro-batches of 1" in (tmp_path / "run" / "train.log").read_text()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "2 per rank, micro-batches of 1" in log
+    assert f"model {'compiled' if compiled else 'eager'} (" in log
     assert load_torch(tmp_path / "run" / "checkpoint.pth")["epoch"] == 2
     steps = list(zip(*(r["steps"] for r in ranks)))
     assert len(steps) == 2 * 4 and all(len(r["batch"]) == len(r["draws"]) == 2 for step in steps for r in step)
@@ -206,7 +212,7 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_pa
     batches = []
     for epoch in (1, 2):
         set_epoch(one, epoch)
-        batches += [batch for batch, _ in one]
+        batches += [normalize(batch) for batch, _ in one]
     for i, (step, batch) in enumerate(zip(steps, batches)):
         assert fingerprints(torch.cat([r["batch"] for r in step])) == fingerprints(batch), f"step {i + 1}"
 
@@ -283,6 +289,39 @@ def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, 
         assert abs(loss - step["loss"]) <= 1e-5, f"step {i + 1}: compiled {step['loss']:.8f}, eager {loss:.8f}"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["compile"] == "compiled (compiled as configured)" and record["resumed"] is True
+
+
+def out_of_memory_above(limit: int, sizes: list[int]):
+    """Pretrainer.model_loss that runs out of memory on passes of more than ``limit`` images."""
+    real = trainer_module.Pretrainer.model_loss
+
+    def model_loss(self, model, images):
+        sizes.append(len(images))
+        if len(images) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, model, images)
+    return model_loss
+
+
+def test_auto_trains_exactly_as_the_size_it_chose(images, tmp_path, monkeypatch):
+    """The probe (on examples, before training) runs out of memory at 4 and 2 images and fits 1; the run then trains
+    in micro-batches of 1, records it, and ends with the weights of a run told micro_batch: 1 (the probe changed
+    no BN statistics and drew from no random generator the run uses)."""
+    sizes = []
+    monkeypatch.setattr(trainer_module.Pretrainer, "model_loss", out_of_memory_above(1, sizes))
+    pretrain(tiny(images, epochs=2, micro_batch="auto"), tmp_path / "auto")
+    assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}  # probe, then 2 epochs x 4 steps x 4 passes of 1
+    assert len(sizes) == 3 + 2 * 4 * 4
+    record = json.loads((tmp_path / "auto/run.json").read_text())
+    assert record["micro_batch"] == 1
+    assert "micro-batches of 1 (auto)" in (tmp_path / "auto/train.log").read_text()
+    pretrain(tiny(images, epochs=2, micro_batch=1), tmp_path / "explicit")
+    assert_same_weights(model_state(tmp_path / "auto"), model_state(tmp_path / "explicit"))
+
+
+def test_a_fitting_batch_is_one_pass(images, tmp_path):
+    pretrain(tiny(images, epochs=1, warmup_epochs=0, micro_batch="auto"), tmp_path / "run")
+    assert json.loads((tmp_path / "run/run.json").read_text())["micro_batch"] == 4  # the whole batch of 4
 
 
 def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):

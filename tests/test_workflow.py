@@ -371,6 +371,7 @@ def test_a_job_follows_its_stage_resources(monkeypatch):
         raise Replaced(argv, env)
 
     monkeypatch.setattr(eval.cli.os, "execvpe", execvpe)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # the paper preset's node
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     job = ["--params", str(PRESETS["paper"]), "--out", "r", "--model", "resnet50"]
     with pytest.raises(Replaced) as replaced:

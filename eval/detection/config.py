@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from spark.config import Section, require
+from spark.engine.distributed import DEFAULT_TIMEOUT_MINUTES
 
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
@@ -21,6 +22,8 @@ class DetectionConfig(Section):
     """Dataset, encoder and the Detectron2 recipe; see ``eval/detection/recipe.py`` for where each lands."""
 
     SECTION: ClassVar[str] = "detection"
+    # Keys that may change when a run is resumed: they affect speed or waiting, not the trained weights.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "dist_timeout_minutes"})
 
     # COCO-format dataset: annotation JSONs and image folders, relative to ``data_root`` unless absolute.
     data_root: str = "/datasets/coco"
@@ -62,6 +65,7 @@ class DetectionConfig(Section):
     checkpoint_period: int = 5000
     num_workers: int = 4
     seed: int = 0
+    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest process (DDP)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_iter", "roi_per_image", "proposals_test", "detections_per_image",
@@ -86,6 +90,7 @@ class DetectionConfig(Section):
         require(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
         require(0 <= self.score_thresh_test < 1, "score_thresh_test",
                 f"must be in [0, 1), got {self.score_thresh_test}")
+        require(self.dist_timeout_minutes > 0, "dist_timeout_minutes", f"must be > 0, got {self.dist_timeout_minutes}")
 
     def path(self, relative: str) -> Path:
         """A dataset path resolved against ``data_root`` (absolute paths pass through)."""

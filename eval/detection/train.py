@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -158,8 +159,10 @@ def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, rest
     _check_resumable(out, json.loads(json.dumps(recipe)), restart_on_change)
     write_json(out / RECIPE_NAME, recipe)
     with recorded_run(out, "detection", dataclasses.asdict(config), config.seed) as info:
-        info.update(init=init, num_gpus=num_gpus, precision="fp32 (Detectron2 without AMP)")
-        launch(train, num_gpus_per_machine=max(num_gpus, 1), dist_url="auto", args=(config, init, str(out)))
+        info.update(init=init, num_gpus=num_gpus, precision="fp32 (Detectron2 without AMP)",
+                    dist_timeout_minutes=config.dist_timeout_minutes)
+        launch(train, num_gpus_per_machine=max(num_gpus, 1), dist_url="auto", args=(config, init, str(out)),
+               timeout=timedelta(minutes=config.dist_timeout_minutes))
 
 
 def _check_resumable(out: Path, recipe: dict, restart_on_change: bool) -> None:
@@ -169,7 +172,8 @@ def _check_resumable(out: Path, recipe: dict, restart_on_change: bool) -> None:
     if not last.is_file() or not recorded_path.is_file():
         return
     recorded = json.loads(recorded_path.read_text())
-    changed = sorted(k for k in recipe.keys() | recorded.keys() if recipe.get(k) != recorded.get(k))
+    changed = sorted(k for k in recipe.keys() | recorded.keys()
+                     if k not in DetectionConfig.RESUMABLE and recipe.get(k) != recorded.get(k))
 
     def set_aside() -> None:
         (out / "stale").mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from timm.layers import convert_sync_batchnorm
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
@@ -71,6 +72,9 @@ class Finetuner(EpochTrainer):
             self.load_report: dict[str, Any] | None = state["load_report"]
         else:
             self.load_report = dataclasses.asdict(report) if report is not None else None
+        self.criterion = build_criterion(config.loss_name)
+        self.mixer = batch_mixer(self.num_classes, mixup=config.mixup, cutmix=config.cutmix,
+                                 switch_prob=config.mix_switch_prob, smoothing=config.label_smoothing)
         model = self.place(model)
         self.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup)
         if state is not None:
@@ -82,9 +86,6 @@ class Finetuner(EpochTrainer):
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.wrap(model)
-        self.criterion = build_criterion(config.loss_name)
-        self.mixer = batch_mixer(self.num_classes, mixup=config.mixup, cutmix=config.cutmix,
-                                 switch_prob=config.mix_switch_prob, smoothing=config.label_smoothing)
         batch = config.global_batch // env.world_size
         self.loader = train_loader(train_set, batch_size=batch, env=env, seed=config.seed,
                                    num_workers=config.num_workers)
@@ -100,9 +101,16 @@ class Finetuner(EpochTrainer):
         mixed = self.mixer(self.precision.prepare_input(images, device), targets.to(device, non_blocking=True))
         return mixed, len(images), 0
 
-    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def model_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, targets = batch
-        return self.criterion(self.step_model(images), targets)
+        return self.criterion(model(images), targets)
+
+    def example_inputs(self, size: int) -> tuple[Tensor, Tensor]:
+        """``size`` samples of a mixed batch (mixing pairs samples, so it mixes twice as many; training mixes a
+        rank's whole batch before splitting it into micro-batches too)."""
+        size_px = self.config.input_size
+        images, targets = torch.randn(2 * size, 3, size_px, size_px), torch.randint(self.num_classes, (2 * size,))
+        return tuple(t[:size] for t in self.batch_inputs((images, targets))[0])
 
     def after_step(self, step: int) -> None:
         self.ema.update(self.model, step=step + 1 if self.config.ema_warmup else None)

@@ -4,7 +4,9 @@ Nothing here knows about SparK."""
 from .run_state import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .compilation import AUTO_MIN_STEPS, Compilation, CompileSetting
 from .data import SeededDataset, SeededSampler, set_epoch, train_loader
-from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, unwrap, wrap_ddp
+from .distributed import (
+    DistEnv, all_reduce_mean, all_reduce_sum, distributed_env, require_gpus, unwrap, wrap_ddp,
+)
 from .epochs import (
     CONFIG_NAME, LOG_NAME, STALE_CHECKPOINT_NAME, EpochTrainer, check_resumable, resume_state, run_training,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "format_record",
     "load_state",
     "log_to_file",
+    "require_gpus",
     "resume_state",
     "retain_freed_memory",
     "run_training",

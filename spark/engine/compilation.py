@@ -16,6 +16,7 @@ The figures behind these rules are in README "Benchmarks".
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -74,9 +75,20 @@ class Compilation:
 
 
 def _backend_missing(device: torch.device) -> str:
-    """Why inductor could not compile for ``device`` ('' if it can)."""
+    """Why inductor could not compile for ``device`` ('' if it can): CUDA kernels need Triton, which builds its
+    kernel launcher with a C compiler (``$CC``, else cc, gcc or clang) on first use; CPU kernels need a C++
+    compiler."""
     if device.type == "cuda":
-        return "" if importlib.util.find_spec("triton") else "no triton for CUDA kernels"
+        if not importlib.util.find_spec("triton"):
+            return "no triton for CUDA kernels"
+        if not _first_program(os.environ.get("CC"), "cc", "gcc", "clang"):
+            return "no C compiler (CC, cc, gcc, clang) for triton's kernel launcher"
+        return ""
     if device.type == "cpu":
-        return "" if any(shutil.which(cc) for cc in ("g++", "clang++", "c++")) else "no C++ compiler for CPU kernels"
+        return "" if _first_program("g++", "clang++", "c++") else "no C++ compiler for CPU kernels"
     return f"no compile policy for {device.type} devices"
+
+
+def _first_program(*names: str | None) -> str | None:
+    """The path of the first of ``names`` found on PATH."""
+    return next((path for name in names if name and (path := shutil.which(name))), None)

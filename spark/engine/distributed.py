@@ -8,12 +8,19 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+from spark.config import ConfigError
+
+# How long a collective waits for the slowest rank. torch's default (10 min for NCCL) is shorter than the first step
+# of 8 ranks that each compile the model (inductor, one CPU core per rank) while the fastest waits in all-reduce.
+DEFAULT_TIMEOUT_MINUTES = 60
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,11 @@ class DistEnv:
 
 
 @contextmanager
-def distributed_env() -> Iterator[DistEnv]:
+def distributed_env(timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> Iterator[DistEnv]:
     """Join the process group described by torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (if any) for the
-    duration of the block; the device is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
+    duration of the block; the device is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+
+    ``timeout_minutes`` bounds how long a collective waits for the slowest rank before the job fails."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
@@ -48,12 +57,30 @@ def distributed_env() -> Iterator[DistEnv]:
         device = torch.device("cpu")
     owns_group = world_size > 1 and not dist.is_initialized()
     if owns_group:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                                timeout=timedelta(minutes=timeout_minutes))
     try:
         yield DistEnv(rank, local_rank, world_size, device)
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def require_gpus(key: str, asked: int) -> None:
+    """Stop before any work when a job asks for ``asked`` GPUs (``key`` names the setting) and this process sees
+    fewer: without it, a GPU job scheduled on a node without (visible) GPUs would train on the CPU in silence."""
+    if asked <= 0:
+        return
+    found = torch.cuda.device_count()
+    if found >= asked:
+        return
+    if torch.version.cuda is None:
+        why = f"torch {torch.__version__} is built without CUDA"
+    elif found == 0:
+        why = f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+    else:
+        why = f"only {found} CUDA device(s) visible"
+    raise ConfigError(f"params: {key}: {asked} GPU(s) asked for, found {found}: {why}")
 
 
 def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:

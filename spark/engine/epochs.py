@@ -30,6 +30,7 @@ from .distributed import DistEnv, all_reduce_sum, distributed_env, unwrap, wrap_
 from .logs import log_to_file
 from .loop import train_step
 from .metrics import METRICS_NAME, MetricsLog
+from .micro_batch import probe_micro_batch
 from .precision import Precision
 from .progress import epoch_bar
 from .rng import derive_seed, seed_all, set_deterministic
@@ -46,7 +47,7 @@ def run_training(stage: str, config: TrainingConfig, build: Callable[[DistEnv], 
     """Fit ``build(env)`` in this process's torchrun group (or alone) and write ``run.json`` on rank 0.
 
     Returns the trained model, unwrapped, on this rank's device."""
-    with distributed_env() as env:
+    with distributed_env(config.dist_timeout_minutes) as env:
         config.check_world_size(env.world_size)
         trainer = build(env)
         main = env.is_main
@@ -60,8 +61,8 @@ class EpochTrainer:
 
     A subclass sets what its :meth:`changed_keys` reads, calls ``super().__init__`` (resume state in
     ``self.state``), then builds its data (setting ``loader`` and ``iters`` through :meth:`iterations`), its model
-    through :meth:`place`, its optimizer and :meth:`wrap`, and implements :meth:`batch_inputs`, :meth:`loss` and
-    :meth:`describe`.
+    through :meth:`place`, its optimizer and :meth:`wrap`, and implements :meth:`batch_inputs`,
+    :meth:`model_loss`, :meth:`example_inputs` and :meth:`describe`.
 
     A run's results (``metrics.json`` and whatever :meth:`finish` adds) are written only once its last epoch is
     done: a workflow that declares them as outputs never sees them half-made, and a killed run leaves only its
@@ -74,6 +75,7 @@ class EpochTrainer:
     optimizer: torch.optim.Optimizer
     loader: DataLoader
     iters: int
+    micro_batch: int | None  # samples per forward/backward pass on this device (None: the rank's whole batch)
     # What the epoch's record adds to loss, lr, gradient norm and throughput: the weight decay (when scheduled),
     # the unreadable images skipped ("bad_images", when the run skips them).
     records_weight_decay = False
@@ -93,8 +95,13 @@ class EpochTrainer:
         """``(inputs of train_step, images in the batch, images skipped)`` for one loader batch."""
         raise NotImplementedError
 
-    def loss(self, inputs: Any) -> torch.Tensor:
-        """The mean loss of a (micro-)batch of inputs, through ``self.step_model``."""
+    def model_loss(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """The mean loss of a (micro-)batch of inputs through ``model`` (plain, compiled or under DDP)."""
+        raise NotImplementedError
+
+    def example_inputs(self, size: int) -> Any:
+        """Inputs of ``size`` samples on the device, shaped like a training batch's (``micro_batch: auto``
+        probes memory with them)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -122,7 +129,9 @@ class EpochTrainer:
     def run_info(self) -> dict[str, Any]:
         """What ``run.json`` records about this run besides provenance."""
         return {"resumed": self.start_epoch > 0, "precision": self.precision.describe(),
-                "compile": self.compilation.describe()}
+                "compile": self.compilation.describe(), "micro_batch": self.micro_batch,
+                "world_size": self.env.world_size,
+                "dist_timeout_minutes": self.config.dist_timeout_minutes}
 
     def finish(self) -> None:
         """Rank 0, once the last epoch is done (or was already done): write the run's results."""
@@ -139,8 +148,23 @@ class EpochTrainer:
         return iters
 
     def place(self, model: nn.Module) -> nn.Module:
-        """``model`` on this rank's device, in the run's memory format."""
-        return self.precision.prepare_model(model.to(self.env.device))
+        """``model`` on this rank's device, in the run's memory format, and the run's micro-batch: the configured
+        one, or with ``auto`` the most that fit (probed here, before the model synchronises anything)."""
+        model = self.precision.prepare_model(model.to(self.env.device))
+        self.micro_batch = self.config.micro_batch
+        if self.micro_batch == "auto":
+            self.micro_batch = probe_micro_batch(model, self.example_pass,
+                                                 self.config.global_batch // self.env.world_size, self.env.device)
+        return model
+
+    def example_pass(self, model: nn.Module, size: int) -> None:
+        """A training forward and backward pass of ``size`` example samples through ``model``."""
+        with self.precision.autocast(self.env.device):
+            loss = self.model_loss(model, self.example_inputs(size))
+        loss.backward()
+
+    def loss(self, inputs: Any) -> torch.Tensor:
+        return self.model_loss(self.step_model, inputs)
 
     def wrap(self, model: nn.Module) -> None:
         """Set ``model`` as the run's model and ``step_model``: it under DDP, compiled if the run asks for it."""
@@ -196,7 +220,7 @@ class EpochTrainer:
             inputs, images, skipped = self.batch_inputs(batch)
             result = train_step(self.loss, self.optimizer, inputs, module=self.step_model,
                                 where=f"epoch {epoch}/{config.epochs}, iteration {it + 1}/{self.iters}",
-                                micro_batch=config.micro_batch, clip=config.clip or None, precision=self.precision)
+                                micro_batch=self.micro_batch, clip=config.clip or None, precision=self.precision)
             self.after_step(step)
             loss_sum += result.loss
             grad_norm_sum += result.grad_norm
@@ -231,7 +255,8 @@ class EpochTrainer:
         config, env = self.config, self.env
         if self.start_epoch:
             self.logger.info("resuming %s after epoch %d/%d", self.run_dir, self.start_epoch, config.epochs)
-        micro = f", micro-batches of {config.micro_batch}" if config.micro_batch else ""
+        micro = f", micro-batches of {self.micro_batch}" if self.micro_batch else ""
+        micro += " (auto)" if config.micro_batch == "auto" else ""
         self.logger.info("%s: %d iterations/epoch of %d images (%d per rank%s), peak lr %.3g, %s on %s",
                          self.describe(), self.iters, config.global_batch, config.global_batch // env.world_size,
                          micro, config.peak_lr, self.precision.name, env.device)

@@ -3,22 +3,24 @@ and which keys a resumed run may change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from spark.config import ConfigError, Section, changed_keys, require
 
 from .compilation import CompileSetting
+from .distributed import DEFAULT_TIMEOUT_MINUTES
 from .precision import PrecisionName
 
 
 @dataclass(kw_only=True)
 class TrainingConfig(Section):
     """``lr = base_lr * global_batch / 256``; ``global_batch`` is split across ranks and, when ``micro_batch`` is
-    set, accumulated over micro-batches of at most that many images per device. A stage's section derives from
-    this (and gives the recipe keys their defaults, or takes them from a recipe)."""
+    set, accumulated over micro-batches of at most that many images per device (``auto``: the most that fit). A
+    stage's section derives from this (and gives the recipe keys their defaults, or takes them from a recipe)."""
 
     # Keys that may change when a run is resumed: they affect speed or bookkeeping, not the trained weights.
-    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "compile", "micro_batch", "save_every"})
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "compile", "micro_batch", "save_every",
+                                                     "dist_timeout_minutes"})
 
     epochs: int
     warmup_epochs: int
@@ -27,12 +29,13 @@ class TrainingConfig(Section):
     weight_decay: float
     clip: float  # max gradient norm; 0 disables clipping
 
-    micro_batch: int | None = None
+    micro_batch: int | Literal["auto"] | None = None  # auto: the largest that fits (spark.engine.micro_batch)
     num_workers: int = 8
     precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
     channels_last: bool = False
     compile: CompileSetting = "auto"  # torch.compile; auto: runs long enough to pay (spark.engine.compilation)
     save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
+    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest rank (DDP)
     seed: int = 0
     deterministic: bool = False
 
@@ -44,10 +47,11 @@ class TrainingConfig(Section):
         require(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.clip >= 0, "clip", f"must be >= 0, got {self.clip}")
-        require(self.micro_batch is None or self.micro_batch >= 1, "micro_batch",
-                f"must be >= 1, got {self.micro_batch}")
+        require(self.micro_batch in (None, "auto") or self.micro_batch >= 1, "micro_batch",
+                f"must be >= 1 or auto, got {self.micro_batch}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
+        require(self.dist_timeout_minutes > 0, "dist_timeout_minutes", f"must be > 0, got {self.dist_timeout_minutes}")
 
     @property
     def peak_lr(self) -> float:

@@ -1,6 +1,9 @@
 """Unlabelled images for pretraining: any folder (recursive) or a manifest, with the reference augmentation.
 
 Augmentation as in the reference: RandomResizedCrop(scale=(0.67, 1), bicubic), horizontal flip, ImageNet mean/std.
+The loader's workers stop at uint8 pixels and the trainer normalises whole batches on its device
+(:func:`normalize`, the same fp32 arithmetic as ToTensor + Normalize): a quarter of the bytes through shared memory
+and the host-to-device copy, and no per-image float work on the CPU cores that feed the GPUs.
 An image that cannot be decoded stops the run with its path, unless ``skip_bad_images`` asks to skip and count it.
 """
 from __future__ import annotations
@@ -53,13 +56,20 @@ def list_images(source: str | Path, key: str = "pretrain.data") -> list[Path]:
 
 
 def train_transform(size: int) -> Callable[[Image.Image], Tensor]:
-    """The reference pretraining augmentation."""
+    """The reference pretraining augmentation up to uint8 (3, size, size) pixels; :func:`normalize` finishes it."""
     return transforms.Compose([
         transforms.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=InterpolationMode.BICUBIC),
         transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+        transforms.PILToTensor(),
     ])
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 images (any shape ``(..., 3, H, W)``, any device and memory format) as ImageNet-normalised fp32: bit
+    for bit what ToTensor + Normalize compute per image (divide by 255, subtract the mean, divide by the std)."""
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32, device=images.device)[:, None, None]
+    std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32, device=images.device)[:, None, None]
+    return images.float().div_(255).sub_(mean).div_(std)
 
 
 def eval_transform(size: int) -> Callable[[Image.Image], Tensor]:

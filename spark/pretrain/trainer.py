@@ -22,7 +22,7 @@ from spark.sparse import convert_sync_batchnorm
 from spark.weights import load_checkpoint
 
 from .config import PretrainConfig
-from .data import ImageFiles, collate_images, list_images, load_images, train_transform
+from .data import ImageFiles, collate_images, list_images, load_images, normalize, train_transform
 from .optim import build_optimizer
 from .visualize import write_reconstruction
 
@@ -83,12 +83,17 @@ class Pretrainer(EpochTrainer):
 
     def batch_inputs(self, batch: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, int, int]:
         images, skipped = batch
-        return self.precision.prepare_input(images, self.env.device), len(images), skipped
+        return normalize(self.precision.prepare_input(images, self.env.device)), len(images), skipped
 
-    def loss(self, images: torch.Tensor) -> torch.Tensor:
+    def model_loss(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The SparK loss of a batch under a fresh random mask, drawn outside the (possibly compiled) model: the
         compiled graph takes it as an input, so it compiles once and draws the same masks as the eager model."""
-        return self.step_model(images, self.model.sample_visible(len(images), images.device))
+        return model(images, unwrap(model).sample_visible(len(images), images.device))
+
+    def example_inputs(self, size: int) -> torch.Tensor:
+        size_px = self.config.input_size
+        pixels = torch.randint(0, 256, (size, 3, size_px, size_px), dtype=torch.uint8)
+        return normalize(self.precision.prepare_input(pixels, self.env.device))
 
     def weight_decay_at(self, step: int, total_steps: int) -> float:
         return cosine(step, total_steps, self.config.weight_decay, self.config.weight_decay_end)
