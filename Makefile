@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 LOCK := requirements.lock
 
-.PHONY: setup test reproduce smoke bench clean lock
+.PHONY: setup test reproduce smoke bench gpu-check cluster-check clean lock
 
 setup: $(VENV)/.ready
 
@@ -68,6 +68,17 @@ smoke: setup
 
 bench: setup
 	$(BIN)/python bench/pretrain_step.py
+
+# On a GPU machine, before a paper run: every path the run takes, checked in <= 8 minutes (bench/gpu_check.py).
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py
+
+# The SLURM profile against a real SLURM (root: installs and starts a throwaway local cluster, stops it at the end):
+# the smoke DAG through sbatch (its pretraining on 2 nodes under a 1-minute limit: stopped, resubmitted, resumed,
+# bitwise as uninterrupted; a fine-tuning cancelled and resumed) and every paper job (1 and 4 nodes) through
+# sbatch --test-only. About 4-5 minutes on 2 cores.
+cluster-check: setup
+	$(BIN)/python workflow/scripts/slurm/cluster_check.py
 
 clean:
 	rm -rf .snakemake runs results data/mini* logs

@@ -8,6 +8,8 @@ Every rule is a thin shell over ``python -m eval.cli COMMAND``, the command dvc.
 The branches come from eval/pipeline/dag.py, and every path (outputs, logs, benchmarks) from its Layout, called here
 with wildcards; eval/pipeline/dvc_yaml.py calls it with DVC's placeholders to write dvc.yaml.
 """
+import json
+import sys
 from pathlib import Path
 
 from eval.data.config import DataConfig
@@ -17,7 +19,8 @@ from eval.pipeline.dag import (
     detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
     workflow_params,
 )
-from eval.pipeline.resources import stage_resources
+from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
+from eval.pipeline.resubmissions import RESUBMITTED, resubmissions
 from eval.pipeline.stage_code import code_files
 from spark.provenance import params_hash
 
@@ -29,15 +32,35 @@ DETECTION_MANIFEST = str(detection_data(DATA).manifest)
 VARIANTS = [METHOD, *(PARAMS["ablations"] or {})]
 
 
+ESTIMATE = json.loads(Path(LAYOUT.estimate).read_text()) if Path(LAYOUT.estimate).exists() else None
+CLUSTER_SCALE = any(r.gpus or r.nodes > 1 for r in (stage_resources(PARAMS, s) for s in RESUBMITTED))
+if ESTIMATE is None and CLUSTER_SCALE and workflow.is_main_process:  # GPU presets: where jobs meet time limits
+    print(f"No cost estimate at {LAYOUT.estimate}: a failed training job is resubmitted as --retries says (the SLURM "
+          f"profile: once); for runs longer than their job's time limit, write one first: spark estimate --params "
+          f"{PARAMS_FILE}", file=sys.stderr)
+
+
+def retries_of(stage):
+    """How often a training stage's failed or stopped job is resubmitted: with a cost estimate, as many times as
+    its longest run needs jobs within its time limit, plus one spare (eval/pipeline/resubmissions.py;
+    this overrides --retries); without one, what --retries says (None). Only Snakemake's main process resubmits:
+    inside a cluster job (the SLURM plugin's job step runs the rule in a Snakemake of its own) a retry would rerun
+    the command in the same job, past its time limit."""
+    if not workflow.is_main_process:
+        return 0
+    return None if ESTIMATE is None else resubmissions(PARAMS, stage, ESTIMATE)
+
+
 def resources_of(stage):
-    """Snakemake resources of a stage: memory, runtime (minutes) and GPUs (the SLURM executor reads `gpu`)."""
-    r = stage_resources(PARAMS, stage)
-    return {"mem_mb": r.mem_mb, "runtime": r.runtime, "gpu": r.gpus}
+    """Snakemake resources of a stage: memory, runtime (minutes) and GPUs; under the SLURM executor one task with
+    all of them and the job's threads (eval/pipeline/resources.py: snakemake_resources)."""
+    return snakemake_resources(stage_resources(PARAMS, stage))
 
 
 def threads_of(stage):
-    """The threads a stage's job gets (one where params.yaml leaves them to torch's default)."""
-    return stage_resources(PARAMS, stage).threads or 1
+    """The threads a stage's job gets (one where params.yaml leaves them to torch's default); SLURM: the task's
+    --cpus-per-task."""
+    return snakemake_threads(stage_resources(PARAMS, stage))
 
 
 def stage_code(stage):

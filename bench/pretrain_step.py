@@ -11,11 +11,15 @@ stay alive together and take turns: a round runs ``--steps`` steps in each, in a
 that drift (clock, other load) falls on all alike. A ratio A/B is computed per round from that round's medians;
 the table reports the median of those ratios, its 95 % interval (order statistics, no assumption on the
 distribution) and their range. Each worker starts with an empty inductor cache, so
-a compiled configuration's first step is the full compile. The first line names the CPU capability.
+a compiled configuration's first step is the full compile. The first line names the CPU capability (or the GPU).
+On a GPU, peak memory is ``torch.cuda.max_memory_allocated``, and a worker hands its cached blocks back after
+each turn, so the idle workers' caches do not crowd the one that runs.
 
     python bench/pretrain_step.py                 # resnet18, 128 px, batch 32, decoder width 256
     python bench/pretrain_step.py --modes eager --rounds 5
     python bench/pretrain_step.py --arch resnet50 --input-size 224 --batch 16 --decoder-width 768
+    python bench/pretrain_step.py --device cuda --arch resnet50 --input-size 224 --batch 64 --decoder-width 768 \
+        --channels-last --precisions bf16 --modes eager
 """
 from __future__ import annotations
 
@@ -89,11 +93,13 @@ def peak_mb(device: torch.device) -> float:
 
 def serve(args: argparse.Namespace) -> None:
     """Worker: build, warm up, then answer ``run N`` with N step times and ``memory`` with peak figures."""
-    from spark.engine import retain_freed_memory
+    from spark.engine import retain_freed_memory, set_deterministic
 
     torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as the training commands do
     device = torch.device(args.device)
+    if device.type == "cpu":
+        retain_freed_memory()  # as the training commands do there
+    set_deterministic(False)  # as the training runs do by default: cuDNN picks its fastest kernels
     try:
         step = build_step(args)
         built_mb = peak_mb(device)
@@ -102,8 +108,9 @@ def serve(args: argparse.Namespace) -> None:
         first_s = time.perf_counter() - start
         for _ in range(args.warmup):
             step()
+        release_cache(device)
     except Exception as err:  # noqa: BLE001 - reported as the configuration's result
-        reply({"error": f"{type(err).__name__}: {err}"})
+        reply({"error": f"{type(err).__name__}: {err}".splitlines()[0]})
         return
     reply({"first_step_s": first_s})
     for line in sys.stdin:
@@ -114,11 +121,18 @@ def serve(args: argparse.Namespace) -> None:
                 start = time.perf_counter()
                 step()
                 times.append(time.perf_counter() - start)
+            release_cache(device)
             reply({"times": times})
         elif command == "memory":
             reply({"peak_mb": peak_mb(device), "step_mb": peak_mb(device) - built_mb})
         else:
             return
+
+
+def release_cache(device: torch.device) -> None:
+    """Give the GPU memory this worker's allocator keeps cached back, for the worker whose turn is next."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def reply(message: dict) -> None:
@@ -189,6 +203,15 @@ def measure(args: argparse.Namespace, precision: str) -> dict:
             worker.close()
 
 
+def summary(result: dict, batch: int) -> dict:
+    """A configuration's median step time, img/s, first step and memory (or its error), as numbers."""
+    if "error" in result:
+        return {"error": result["error"]}
+    seconds = statistics.median(result["rounds"])
+    return {"ms_per_step": seconds * 1000, "img_per_s": batch / seconds, "first_step_s": result["first_step_s"],
+            "peak_mb": result["peak_mb"], "step_mb": result["step_mb"]}
+
+
 def ratio(results: dict, a: tuple, b: tuple) -> str:
     """Median over rounds of the per-round time ratio a / b, with its 95 % interval and range."""
     if "rounds" not in results.get(a, {}) or "rounds" not in results.get(b, {}):
@@ -235,10 +258,12 @@ def main() -> None:
 
     from spark.engine.precision import native_bf16
 
-    native, evidence = native_bf16(torch.device(args.device))
+    device = torch.device(args.device)
+    native, evidence = native_bf16(device)
     precisions = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
-    print(f"# CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 {'native' if native else 'emulated'}: "
-          f"{evidence}; torch {torch.__version__}")
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"# {where}; bf16 {'native' if native else 'emulated'}: {evidence}; torch {torch.__version__}")
     print(f"# {args.arch} {args.input_size} px, batch {args.batch}, decoder width {args.decoder_width}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, {args.device}, {args.threads} threads; "
           f"{args.rounds} alternating rounds of {args.steps} steps")
@@ -248,11 +273,11 @@ def main() -> None:
     print("| variant | mode | precision | ms/step | img/s | first step s | peak MB | step MB |")
     print("|---|---|---|---|---|---|---|---|")
     for (variant, mode, precision), r in results.items():
+        r = summary(r, args.batch)
         if "error" in r:
             print(f"| {variant} | {mode} | {precision} | failed: {r['error']} | | | | |")
             continue
-        ms = statistics.median(r["rounds"]) * 1000
-        print(f"| {variant} | {mode} | {precision} | {ms:.0f} | {args.batch / ms * 1000:.1f} | "
+        print(f"| {variant} | {mode} | {precision} | {r['ms_per_step']:.0f} | {r['img_per_s']:.1f} | "
               f"{r['first_step_s']:.1f} | {r['peak_mb']:.0f} | {r['step_mb']:.0f} |")
     print("\n| time ratio: median of per-round ratios [95 % interval] (range) | " + " | ".join(
         f"{mode} {precision}" for precision in precisions for mode in args.modes) + " |")

@@ -5,13 +5,15 @@
     spark finetune  --params params.yaml --out RUN_DIR --init {scratch|W} [--model M] [--regime R] [key.path=value ...]
     spark detect    --params params.yaml --out RUN_DIR --init {scratch|W} [--model M] [key.path=value ...]
     spark report    --params params.yaml [--out results/PRESET]
+    spark estimate  --params configs/paper.yaml [--batch N] [--json PATH] [key.path=value ...]  # device-hours
     spark visualize runs/.../checkpoint.pth a.jpg b.jpg --out fig.png
 
 Every job of the pipeline is one of these commands. A command reads the params file once; a training stage
 resolves its section for the branch (:func:`eval.pipeline.branches.branch_config`), takes ``resources.<stage>``
-(torch threads; with ``gpus > 1`` it restarts itself under torchrun, one process per GPU, while Detectron2 starts
-its own) and runs; re-running the command resumes the run directory. Exit codes are the same everywhere
-(:mod:`spark.errors`): 0 done, 2 bad input (params, data, weights), 1 a failed run.
+(torch threads; with ``gpus > 1`` or ``nodes > 1`` it restarts itself under torchrun, one process per GPU of every
+node (:mod:`eval.pipeline.launch`), while Detectron2 starts its own) and runs; re-running the command resumes the
+run directory. Exit codes are the same everywhere (:mod:`spark.errors`): 0 done, 2 bad input (params, data,
+weights), 1 a failed run, 75 a run stopped before its job's time limit (the same command continues it).
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from eval.pipeline.branches import SCRATCH, branch_config
+from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import STAGES, StageResources, stage_resources
-from spark.config import Section, load_params, with_overrides
+from spark.config import ConfigError, Section, load_params, with_overrides
 from spark.errors import run_command
 
 S = TypeVar("S", bound=Section)
@@ -77,7 +80,7 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
          **branch: str | None) -> tuple[S, StageResources]:
     """The branch's validated section and the stage's resources, from the job's one read of the params file
     (dotted overrides apply to ``resources`` too). A job asking for GPUs it cannot see stops here; with
-    ``gpus > 1`` (and no launcher of its own), this process is replaced by torchrun's workers first. A training
+    several processes (and no launcher of its own), this process is replaced by torchrun's workers first. A training
     process that computes on the CPU then keeps freed host memory for its next step
     (:mod:`spark.engine.host_memory`)."""
     params = load_params(args.params)
@@ -86,8 +89,11 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
     from spark.engine import require_gpus
 
     require_gpus(f"resources.{schema.SECTION}.gpus", resources.gpus)
-    if resources.gpus > 1 and not launches_workers and "LOCAL_RANK" not in os.environ:
-        _restart_under_torchrun(resources, argv)
+    if launches_workers and resources.nodes > 1:
+        raise ConfigError(f"params: resources.{schema.SECTION}.nodes: {schema.SECTION} runs on one node "
+                          f"(Detectron2's launcher here), got {resources.nodes}")
+    if resources.launches_processes and not launches_workers and "LOCAL_RANK" not in os.environ:
+        _restart_under_launcher(schema.SECTION, resources, argv)
     import torch
 
     from spark.engine import retain_freed_memory
@@ -104,10 +110,10 @@ def _log_to_console() -> None:
     setup_logging()
 
 
-def _restart_under_torchrun(resources: StageResources, argv: list[str]) -> None:
-    """Replace this process by torchrun running this command once per GPU (each worker reads the params)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               str(resources.gpus), "-m", "eval.cli", *argv]
+def _restart_under_launcher(stage: str, resources: StageResources, argv: list[str]) -> None:
+    """Replace this process by torchrun (one per node: srun) running this command once per GPU (each worker reads
+    the params)."""
+    command = launch_command(stage, resources, argv)
     sys.stdout.flush()
     threads = resources.threads_per_process
     os.execvpe(command[0], command, {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
@@ -154,6 +160,19 @@ def _report(args: argparse.Namespace, argv: list[str]) -> None:
     print(f"wrote {report(params, args.out or Path(layout(params).results))}")
 
 
+def _estimate(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.estimate import estimate, format_estimate
+    from eval.pipeline.dag import layout
+    from spark.io import write_json
+
+    params = load_params(args.params, args.overrides)
+    result = estimate(params, args.batch, args.params)
+    print(format_estimate(result))
+    path = args.json or layout(params).estimate
+    write_json(path, result)
+    print(f"wrote {path}")
+
+
 def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
     from spark.pretrain.data import load_images
     from spark.pretrain.visualize import load_model, write_reconstruction
@@ -192,6 +211,16 @@ def parser() -> argparse.ArgumentParser:
     _params_argument(report)
     report.add_argument("--out", type=Path, help="default: results/<preset>")
     report.set_defaults(run=_report)
+
+    estimate = commands.add_parser("estimate", help="device-hours of every training job, from a few steps timed here")
+    _params_argument(estimate)
+    estimate.add_argument("--batch", type=int, help="largest per-device batch to time (default: 32 on a GPU, 1 on "
+                                                      "a CPU; the preset's own when smaller)")
+    estimate.add_argument("--json", type=Path,
+                          help="where to write it as JSON (default: runs/PRESET/estimate.json, which sizes the "
+                               "SLURM resubmissions)")
+    estimate.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. pretrain.epochs=800")
+    estimate.set_defaults(run=_estimate)
 
     vis = commands.add_parser("visualize", help="reconstruction figure (input | masked | reconstruction | pasted)")
     vis.add_argument("checkpoint", type=Path, help="a checkpoint with decoder (our checkpoint.pth or the authors')")

@@ -4,6 +4,7 @@ import io
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,42 @@ def run_two_gloo_ranks(script: str, params: Path, run_dir: Path, timeout: float 
                           str(run_dir)], cwd=run_dir.parent, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return [torch.load(run_dir / f"rank{r}.pt") for r in (0, 1)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gloo_nodes(program: list[str], cwd: Path, nodes: int = 2, env: dict[str, str] | None = None
+                     ) -> list[subprocess.Popen]:
+    """Start ``nodes`` torchrun launchers on this machine as the nodes of one job (c10d rendezvous on localhost,
+    one gloo process each, the command :func:`eval.pipeline.launch.node_command` gives every node), each running
+    ``python PROGRAM`` with ``tests/`` importable; stderr goes to ``cwd/node<N>.stderr``."""
+    from eval.pipeline.launch import node_command
+    from eval.pipeline.resources import StageResources
+
+    command = node_command(StageResources(nodes=nodes, threads=1), f"127.0.0.1:{free_port()}", "test", program)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    processes = []
+    for node in range(nodes):
+        with (cwd / f"node{node}.stderr").open("w") as stderr:
+            processes.append(subprocess.Popen(command, cwd=cwd, env=env, stderr=stderr, text=True))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen], cwd: Path, timeout: float = RUN_TIMEOUT) -> list[int]:
+    """The exit codes of ``processes``; past ``timeout`` seconds all are killed and the test fails."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(timeout=max(deadline - time.monotonic(), 0.1)) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            kill_tree(p)
+        pytest.fail(f"nodes still running after {timeout:.0f} s (killed); node 0 stderr:\n"
+                    f"{tail(cwd / 'node0.stderr')}", pytrace=False)
 
 
 def record_train_steps(draws: list | None = None) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
     DDP_RTOL, assert_all_close, assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint,
-    counting_reads, record_train_steps, run_two_gloo_ranks, single_threaded,
+    counting_reads, kill_tree, record_train_steps, run_two_gloo_ranks, single_threaded, start_gloo_nodes, tail,
+    wait_all,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -187,22 +189,36 @@ def ddp_reference_loss(model: SparK, ranks: list[dict], micro_batch: int) -> tor
     return model.forward_loss(x, prediction, visible)
 
 
+@pytest.fixture(scope="module")
+def two_rank_runs(images, tmp_path_factory):
+    """``run(compiled)``: the config, run directory and per-rank records of RANK_SCRIPT's pretraining on 2 gloo
+    ranks (2 epochs of 4 steps, micro-batches of 1, fp32), made once for the tests that compare with it."""
+    runs = {}
+
+    def run(compiled: bool):
+        if compiled not in runs:
+            work = tmp_path_factory.mktemp("compiled" if compiled else "eager")
+            config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False, compile=compiled)
+            params = write_params(work / "params.yaml", config)
+            runs[compiled] = config, work / "run", run_two_gloo_ranks(RANK_SCRIPT, params, work / "run")
+        return runs[compiled]
+    return run
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_path, request, compiled):
+def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(two_rank_runs, images, request, compiled):
     """2 gloo ranks x 2 images (micro-batches of 1) against one process on the same 4 images per step, for 8 LAMB
     steps: the ranks split each global batch without overlap and draw different masks; from the ranks' weights,
     one process with their images and masks gets their loss and gradients (of the mean over the global batch);
     each step takes the ranks to the weights a one-process LAMB step gives, and the masked BNs' running statistics
     are those of the global batch. Compiled ranks (the masked BNs' collectives traced by torch.compile, under
     DDP's graph splitting) must match the same eager one-process reference."""
-    config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False, compile=compiled)
-    params = write_params(tmp_path / "params.yaml", config)
-    ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
+    config, run_dir, ranks = two_rank_runs(compiled)
     single_threaded(request)
-    log = (tmp_path / "run" / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
     assert "2 per rank, micro-batches of 1" in log
     assert f"model {'compiled' if compiled else 'eager'} (" in log
-    assert load_torch(tmp_path / "run" / "checkpoint.pth")["epoch"] == 2
+    assert load_torch(run_dir / "checkpoint.pth")["epoch"] == 2
     steps = list(zip(*(r["steps"] for r in ranks)))
     assert len(steps) == 2 * 4 and all(len(r["batch"]) == len(r["draws"]) == 2 for step in steps for r in step)
 
@@ -237,6 +253,59 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(images, tmp_pa
         assert_all_close(r["masked_bn"], bns, DDP_RTOL, f"rank {rank}: masked BN running statistics")
         assert r["synced"] and all(r["synced"]), "masked BNs must synchronise their moments under DDP"
     assert_same_weights(ranks[0]["params"], ranks[1]["params"])
+
+
+PAUSE_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+import spark.engine.epochs as epochs
+from eval.cli import main
+save = epochs.EpochTrainer.save
+def save_then_pause(self, epoch):  # rank 0: stand still once the first checkpoint is written, until killed
+    save(self, epoch)
+    time.sleep(3600)
+epochs.EpochTrainer.save = save_then_pause
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_is_killed(two_rank_runs,
+                                                                                             tmp_path):
+    """Two launchers on this machine as the nodes of one job (c10d rendezvous, one gloo process each) take the
+    same steps as one node of two processes: bitwise the same losses, gradients and weights on each rank. Then a
+    two-node run is cut after its first checkpoint: node 1 is killed, node 0's process (waiting for it) is
+    stopped as srun's --kill-on-bad-exit would; the same two launchers again resume it to the weights of the
+    uninterrupted run."""
+    _, one_node_run, one_node = two_rank_runs(False)
+    params, two = one_node_run.parent / "params.yaml", tmp_path / "two"
+    two.mkdir()
+    assert wait_all(start_gloo_nodes([str(one_node_run.parent / "rank.py"), str(params), str(two)], tmp_path),
+                    tmp_path) == [0, 0]
+    two_nodes = [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
+    for rank, (one, other) in enumerate(zip(one_node, two_nodes)):
+        assert [s["loss"] for s in one["steps"]] == [s["loss"] for s in other["steps"]], f"rank {rank}"
+        for step, (a, b) in enumerate(zip(one["steps"], other["steps"])):
+            assert torch.equal(a["batch"], b["batch"]), f"rank {rank}, step {step + 1}: data"
+            assert_same_weights(a["grads"], b["grads"])
+        assert_same_weights(one["params"], other["params"])
+
+    killed = tmp_path / "killed"
+    (tmp_path / "pause.py").write_text(PAUSE_AFTER_FIRST_CHECKPOINT)
+    job = ["pretrain", "--params", str(params), "--out", str(killed)]
+    nodes = start_gloo_nodes([str(tmp_path / "pause.py"), *job], tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not (killed / "checkpoint.pth").exists():  # written atomically, then rank 0 pauses
+            assert all(node.poll() is None for node in nodes), tail(tmp_path / "node0.stderr")
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.05)
+    finally:
+        for node in reversed(nodes):  # node 1 first
+            kill_tree(node)
+    assert load_torch(killed / "checkpoint.pth")["epoch"] == 1 and not (killed / "encoder.pth").exists()
+    assert wait_all(start_gloo_nodes(["-m", "eval.cli", *job], tmp_path), tmp_path) == [0, 0]
+    assert "resuming" in (killed / "train.log").read_text()
+    final = model_state(killed)
+    assert_same_weights(two_nodes[0]["params"], {k: final[k] for k in two_nodes[0]["params"]})
 
 
 def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, monkeypatch):
@@ -322,6 +391,46 @@ def test_auto_trains_exactly_as_the_size_it_chose(images, tmp_path, monkeypatch)
 def test_a_fitting_batch_is_one_pass(images, tmp_path):
     pretrain(tiny(images, epochs=1, warmup_epochs=0, micro_batch="auto"), tmp_path / "run")
     assert json.loads((tmp_path / "run/run.json").read_text())["micro_batch"] == 4  # the whole batch of 4
+
+
+def job_clock(end: float, tick: float):
+    """TimeLimit for one job that ends at ``end`` on a clock advancing ``tick`` seconds per reading: 2 readings per
+    epoch timed (so each 'takes' ``tick`` seconds) and 1 per fit decision once a pace is known."""
+    from spark.engine.time_limit import TimeLimit
+
+    now = [0.0]
+
+    def clock():
+        now[0] += tick
+        return now[0]
+    return lambda _end, margin_s: TimeLimit(end, margin_s, clock=clock)
+
+
+def test_a_job_stops_before_its_time_limit_and_the_next_resumes_to_the_same_weights(images, tmp_path,
+                                                                                     monkeypatch):
+    """A job of 90 s (no margin) at 10 s per epoch: it runs epochs 1-3 (at 90 s, the 4th would end past the limit),
+    checkpoints epoch 3 although save_every skips it, and stops with TimeLimitReached; the next job runs epoch 4
+    and ends with the weights of an uninterrupted run. A job too short for one epoch at the recorded pace stops at
+    once, naming the runtime to raise, and changes nothing."""
+    from spark.engine.time_limit import TimeLimitReached
+
+    config = tiny(images, epochs=4, save_every=2, stop_margin_s=0)
+    pretrain(config, tmp_path / "uninterrupted")
+    run = tmp_path / "limited"
+    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=90.0, tick=10.0))
+    with pytest.raises(TimeLimitReached, match="stopped after epoch 3/4, checkpointed"):
+        pretrain(config, run)
+    assert load_torch(run / "checkpoint.pth")["epoch"] == 3 and not (run / "encoder.pth").exists()
+
+    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=1e-3, tick=0.0))  # no time left for the recorded pace
+    with pytest.raises(ConfigError, match="resources.pretrain.runtime: an epoch does not fit in this job"):
+        pretrain(config, run)
+    assert load_torch(run / "checkpoint.pth")["epoch"] == 3
+
+    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=90.0, tick=10.0))
+    pretrain(config, run)
+    assert "resuming" in (run / "train.log").read_text() and (run / "encoder.pth").exists()
+    assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(run))
 
 
 def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):

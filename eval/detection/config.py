@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from spark.config import Section, require
-from spark.engine.distributed import DEFAULT_TIMEOUT_MINUTES
 
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
@@ -65,7 +64,7 @@ class DetectionConfig(Section):
     checkpoint_period: int = 5000
     num_workers: int = 4
     seed: int = 0
-    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest process (DDP)
+    dist_timeout_minutes: float = 60  # a collective's wait for the slowest process (DDP), as in training
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_iter", "roi_per_image", "proposals_test", "detections_per_image",

@@ -55,6 +55,11 @@ class Layout:
     def results(self) -> str:
         return f"results/{self.preset}"
 
+    @property
+    def estimate(self) -> str:
+        """What ``spark estimate`` found the preset's jobs cost here; the workflow sizes their resubmissions by it."""
+        return f"{self.runs}/estimate.json"
+
     def stage_runs(self, stage: str) -> str:
         """The folder holding every run of ``stage`` (pretrain, finetune or detection)."""
         return f"{self.runs}/{stage}"

@@ -11,7 +11,7 @@ C++ compiler on CPU), and on a CPU only where torch runs its AVX512 kernels, in 
 - in bf16 inductor's vectorised CPU kernels gave NaN gradients for a plain timm ResNet-18 (torch 2.14.1, AVX512;
   correct with vectorisation off), which would stop the run.
 
-The figures behind these rules are in README "Benchmarks".
+The figures behind these rules are in docs/benchmarks.md.
 """
 from __future__ import annotations
 

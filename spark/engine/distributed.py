@@ -109,6 +109,12 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` in place over all ranks (a no-op in a single process); returns it."""
     if dist.is_available() and dist.is_initialized():

@@ -26,7 +26,7 @@ from spark.provenance import recorded_run
 
 from .compilation import Compilation
 from .data import set_epoch
-from .distributed import DistEnv, all_reduce_sum, distributed_env, unwrap, wrap_ddp
+from .distributed import DistEnv, all_reduce_sum, barrier, distributed_env, unwrap, wrap_ddp
 from .logs import log_to_file
 from .loop import train_step
 from .metrics import METRICS_NAME, MetricsLog
@@ -37,6 +37,7 @@ from .rng import derive_seed, seed_all, set_deterministic
 from .run_config import TrainingConfig
 from .run_state import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
 from .schedule import apply_lr_wd, warmup_cosine
+from .time_limit import TimeLimit, TimeLimitReached, slurm_end_time
 
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "train.log"
@@ -88,6 +89,7 @@ class EpochTrainer:
         self.start_epoch = self.state["epoch"] if self.state is not None else 0
         self.history: list[dict[str, float]] = self.state["history"] if self.state is not None else []
         self.precision = Precision.resolve(config.precision, config.channels_last, env.device)
+        self.time_limit = TimeLimit(slurm_end_time() if env.is_main else None, config.stop_margin_s)
 
     # What a stage supplies.
 
@@ -187,18 +189,44 @@ class EpochTrainer:
             metrics = MetricsLog(self.run_dir, config.epochs, self.logger, self.history) if env.is_main else None
             try:
                 for epoch in range(self.start_epoch + 1, config.epochs + 1):
+                    if not self.epoch_fits_in_job():
+                        self.stop_before_time_limit(epoch - 1)
+                    self.time_limit.start_epoch()
                     record = self.run_epoch(epoch)
                     self.history.append(record)
                     if metrics is not None:
                         if checkpoint_due(epoch, config.epochs, config.save_every):
                             self.save(epoch)
                         metrics.log(epoch, record)
+                    self.time_limit.end_epoch()
             finally:
                 if metrics is not None:
                     metrics.close()
             if env.is_main and self.history:
                 self.finish()
         return self.model
+
+    def epoch_fits_in_job(self) -> bool:
+        """Whether the next epoch ends before the job's time limit (rank 0 decides for every rank)."""
+        recorded = self.history[-1].get("img_per_s") if self.history else None
+        pace = self.iters * self.config.global_batch / recorded if recorded else None
+        stop = torch.tensor([0 if not self.env.is_main or self.time_limit.allows_epoch(pace) else 1])
+        return all_reduce_sum(stop.to(self.env.device)).item() == 0
+
+    def stop_before_time_limit(self, done: int) -> None:
+        """Checkpoint epoch ``done`` (if not yet: rank 0, while the others wait) and stop the job with
+        :class:`TimeLimitReached` on every rank. Only rank 0 knows the limit, so only its message has numbers."""
+        config, limit = self.config, self.time_limit
+        left = f"{limit.left():.0f} s left" if self.env.is_main else "rank 0 found too little time left"
+        if done == self.start_epoch:
+            raise ConfigError(f"params: resources.{config.SECTION}.runtime: an epoch does not fit in this job "
+                              f"({left} before its time limit, less the stop margin); give the job more time")
+        if self.env.is_main and not checkpoint_due(done, config.epochs, config.save_every):
+            self.save(done)
+        barrier()  # no rank leaves (and so no launcher ends the job) before the checkpoint is written
+        raise TimeLimitReached(f"stopped after epoch {done}/{config.epochs}, checkpointed, before the job's time "
+                               f"limit ({left}, an epoch takes ~{max(limit.epoch_seconds, default=0):.0f} s); "
+                               "run the same command again (Snakemake resubmits the job) to continue")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training data: warmup-cosine lr per step, one :func:`train_step` per batch. Returns
@@ -262,6 +290,8 @@ class EpochTrainer:
                          micro, config.peak_lr, self.precision.name, env.device)
         self.precision.log(self.logger)
         self.compilation.log(self.logger)
+        if self.time_limit.end is not None:
+            self.logger.info("time limit: %s", self.time_limit.describe())
 
 
 def resume_state(run_dir: Path, env: DistEnv, changed_keys: Callable[[dict[str, Any]], list[str]],

@@ -20,7 +20,7 @@ class TrainingConfig(Section):
 
     # Keys that may change when a run is resumed: they affect speed or bookkeeping, not the trained weights.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "compile", "micro_batch", "save_every",
-                                                     "dist_timeout_minutes"})
+                                                     "dist_timeout_minutes", "stop_margin_s"})
 
     epochs: int
     warmup_epochs: int
@@ -36,6 +36,7 @@ class TrainingConfig(Section):
     compile: CompileSetting = "auto"  # torch.compile; auto: runs long enough to pay (spark.engine.compilation)
     save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest rank (DDP)
+    stop_margin_s: float = 300  # under a job time limit: stop at the last epoch boundary this long before it
     seed: int = 0
     deterministic: bool = False
 
@@ -52,6 +53,7 @@ class TrainingConfig(Section):
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
         require(self.dist_timeout_minutes > 0, "dist_timeout_minutes", f"must be > 0, got {self.dist_timeout_minutes}")
+        require(self.stop_margin_s >= 0, "stop_margin_s", f"must be >= 0, got {self.stop_margin_s}")
 
     @property
     def peak_lr(self) -> float:

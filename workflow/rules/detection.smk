@@ -15,6 +15,7 @@ rule detection:
         init=lambda w, input: input.encoder or SCRATCH,
         section=lambda w: section_hash("detection", w.model),
     threads: threads_of("detection")
+    retries: retries_of("detection")
     resources:
         **resources_of("detection"),
     log:

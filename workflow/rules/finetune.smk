@@ -15,6 +15,7 @@ rule finetune:
         init=lambda w, input: input.encoder or SCRATCH,
         section=lambda w: section_hash("finetune", w.model, regime=w.regime),
     threads: threads_of("finetune")
+    retries: retries_of("finetune")
     resources:
         **resources_of("finetune"),
     log:

@@ -16,6 +16,7 @@ rule pretrain:
         run=PRETRAIN_RUN,
         section=lambda w: section_hash("pretrain", w.model, w.variant),
     threads: threads_of("pretrain")
+    retries: retries_of("pretrain")
     resources:
         **resources_of("pretrain"),
     log:
