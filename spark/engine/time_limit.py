@@ -79,5 +79,5 @@ class TimeLimit:
     def describe(self) -> str:
         if self.end is None:
             return "no job time limit"
-        return f"the job ends at {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M:%S}, stopping {self.margin_s:.0f} s " \
-               "before it at an epoch boundary"
+        end = datetime.fromtimestamp(self.end)
+        return f"the job ends at {end:%Y-%m-%d %H:%M:%S}, stopping {self.margin_s:.0f} s before it at an epoch boundary"
