@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 LOCK := requirements.lock
 
-.PHONY: setup test reproduce smoke bench gpu-check cluster-check clean lock
+.PHONY: setup test mutants reproduce smoke bench gpu-check cluster-check clean lock
 
 setup: $(VENV)/.ready
 
@@ -58,7 +58,12 @@ dvc.yaml: setup
 	$(BIN)/python -m eval.pipeline.dvc_yaml
 
 test: setup
-	$(BIN)/python -m pytest -q
+	SPARK_TESTS_REQUIRE_ALL=1 $(BIN)/python -m pytest -q
+
+# Does the suite catch the mistakes that matter? Each deliberate breakage of tests/mutants.yaml is applied to a scratch
+# copy and the tests named for it run there; every one must be caught. On demand, not in CI (about 4 min on 2 cores).
+mutants: setup
+	$(BIN)/python tests/mutants.py
 
 reproduce: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES)

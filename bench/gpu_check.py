@@ -35,7 +35,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -184,10 +183,8 @@ def ddp(block: Block) -> tuple[str, dict[str, Any]]:
     config = branch_config(params, PretrainConfig, model=next(iter(params["models"])))
     device, cuda = block.device, block.device.type == "cuda"
     precision = Precision(block.precision, config.channels_last)
-    with socket.socket() as probe:  # a free port for the group's rendezvous
-        probe.bind(("127.0.0.1", 0))
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(probe.getsockname()[1]))
-    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1, **({"device_id": device} if cuda else {}))
+    dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,  # no port
+                            **({"device_id": device} if cuda else {}))
     found: dict[str, Any] = {"backend": dist.get_backend()}
     try:
         for mode in ("eager", "compiled"):

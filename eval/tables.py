@@ -27,6 +27,7 @@ from .stats import paired_difference
 
 MISSING = "—"
 STD = " std"  # suffix of the sample-std column beside each mean column
+SEEDS = " seeds"  # suffix of the column counting the seeds a value rests on (those with a finite result)
 COCO_COLUMNS = [("bbox", "AP", "AP^bb"), ("bbox", "AP50", "AP^bb_50"), ("bbox", "AP75", "AP^bb_75"),
                 ("segm", "AP", "AP^mk"), ("segm", "AP50", "AP^mk_50"), ("segm", "AP75", "AP^mk_75")]
 
@@ -73,34 +74,50 @@ def _read_json(path: Path) -> dict[str, Any]:
     return record
 
 
+def _finite(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean and sample std over seeds of the finite values (std NaN for one value, both NaN for none)."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def _stat(row: dict[str, Any], column: str, values: Iterable[float | None]) -> None:
-    """``column`` (mean) and ``column std`` (sample std) over seeds, as numbers."""
+    """``column`` (mean), ``column std`` (sample std) and ``column seeds`` (how many seeds had a finite value) over
+    seeds, as numbers: a diverged seed is left out of the mean, and the count says so."""
+    values = _finite(values)
     row[column], row[column + STD] = mean_std(values)
+    row[column + SEEDS] = len(values)
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
     """The table for reading (Markdown, LaTeX): ``X`` and ``X std`` become one ``80.12 ± 0.31`` column (``80.12``
-    for one seed, ``—`` for none); other numbers keep two decimals."""
+    for one seed, ``—`` for none); other numbers keep two decimals. A value resting on fewer seeds than the row's
+    ``seeds`` (the runs behind it) says on how many: ``80.12 ± 0.31 (2 of 3 seeds)``."""
     shown = pd.DataFrame(index=table.index)
     for column in table.columns:
-        if column.endswith(STD):
+        if column.endswith((STD, SEEDS)):
             continue
         values = table[column]
         if column + STD in table.columns:
-            shown[column] = [_plus_minus(m, s) for m, s in zip(values, table[column + STD])]
+            texts = [_plus_minus(m, s) for m, s in zip(values, table[column + STD])]
         elif pd.api.types.is_float_dtype(values):
-            shown[column] = [MISSING if not math.isfinite(v) else f"{v:.2f}" for v in values]
+            texts = [MISSING if not math.isfinite(v) else f"{v:.2f}" for v in values]
         else:
             shown[column] = values.fillna(MISSING)
+            continue
+        if column + SEEDS in table.columns and "seeds" in table.columns:
+            texts = [_on_fewer_seeds(t, n, total) for t, n, total in zip(texts, table[column + SEEDS], table["seeds"])]
+        shown[column] = texts
     return shown
+
+
+def _on_fewer_seeds(text: str, seeds: int, total: int) -> str:
+    return text if text == MISSING or seeds >= total else f"{text} ({seeds} of {total} seeds)"
 
 
 def _plus_minus(mean: float, std: float) -> str:
@@ -175,6 +192,7 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variant
         _stat(row, "top-1", (accuracy(r) for r in top1[variant]))
         diff = None if variant == METHOD else paired_difference(_by_seed(top1[variant], accuracy), base)
         row["Δ top-1"] = diff.mean if diff else math.nan
+        row["Δ top-1" + SEEDS] = diff.n if diff else 0
         row["Δ 95% low"], row["Δ 95% high"] = (diff.low, diff.high) if diff else (math.nan, math.nan)
         _stat(row, "final pretraining loss", loss[variant])
         row["paper Δ"] = _reference(reference.ABLATION_TOP1_DELTA, variant)
@@ -192,8 +210,10 @@ def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataF
     def claim(text: str, evidence: str, better: list[Run], worse: list[Run], value: Callable[[Run], float | None],
               unit: str) -> None:
         diff = paired_difference(_by_seed(better, value), _by_seed(worse, value))
+        ran = {r.branch.seed for r in better} & {r.branch.seed for r in worse}
         rows.append({"claim": text, "paper's evidence": evidence, "metric": unit, "difference": diff.mean,
-                     "95% low": diff.low, "95% high": diff.high, "seeds": diff.n, "verdict": diff.verdict})
+                     "95% low": diff.low, "95% high": diff.high, "seeds": diff.n, "seeds run": len(ran),
+                     "verdict": diff.verdict})
 
     for model in params["models"]:
         for regime in label_regimes(params):
@@ -219,9 +239,11 @@ def display_claims(claims: pd.DataFrame) -> pd.DataFrame:
     """The claims table for reading: the difference and its interval in one column."""
     shown = claims[["claim", "paper's evidence"]].copy()
     shown["this run: paired difference [95% interval]"] = [
-        f"{d:+.2f} {m}" + (f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else " (one seed: no interval)")
-        for d, m, lo, hi in zip(claims["difference"], claims["metric"], claims["95% low"], claims["95% high"])]
-    shown["seeds"] = claims["seeds"]
+        MISSING if n == 0 else f"{d:+.2f} {m}" + (f" [{lo:+.2f}, {hi:+.2f}]" if n > 1 else " (one seed: no interval)")
+        for d, m, lo, hi, n in zip(claims["difference"], claims["metric"], claims["95% low"], claims["95% high"],
+                                   claims["seeds"])]
+    shown["seeds"] = [str(n) if n == ran else f"{n} of {ran} (non-finite results left out)"
+                      for n, ran in zip(claims["seeds"], claims["seeds run"])]
     shown["verdict"] = claims["verdict"]
     return shown
 

@@ -1,10 +1,10 @@
 """Helpers shared by the training-run tests."""
 import builtins
+import importlib
 import io
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +21,18 @@ TESTS = Path(__file__).resolve().parent
 # fails the test (with its stderr) instead of hanging the suite.
 RUN_TIMEOUT = 600.0
 GRACE = 30.0  # for a killed child's output to drain
+
+
+def require(module: str) -> Any:
+    """A pipeline dependency the tests need (Detectron2, the SLURM executor plugin): imported, or its tests skipped
+    where it is not installed. ``make test`` installs every one and sets ``SPARK_TESTS_REQUIRE_ALL=1``: there a
+    missing one fails the run instead of quietly skipping its tests."""
+    if not os.environ.get("SPARK_TESTS_REQUIRE_ALL"):
+        return pytest.importorskip(module)
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        pytest.fail(f"{module} does not import ({err}); `make setup` installs it", pytrace=False)
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -93,28 +105,36 @@ def run_two_gloo_ranks(script: str, params: Path, run_dir: Path, timeout: float 
     return [torch.load(run_dir / f"rank{r}.pt") for r in (0, 1)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def gloo_nodes(program: list[str], cwd: Path, nodes: int = 2, env: dict[str, str] | None = None
+               ) -> Iterator[list[subprocess.Popen]]:
+    """Start ``nodes`` torchrun launchers on this machine as the nodes of one job (c10d rendezvous, one gloo
+    process each, the command :func:`eval.pipeline.launch.node_command` gives every node), each running
+    ``python PROGRAM`` with ``tests/`` importable; stderr goes to ``cwd/node<N>.stderr``.
 
+    The rendezvous store is hosted here, on a port the OS assigns while it is held (no free port picked, released
+    and hoped for), for as long as the block runs; the launchers, finding the port taken, join it as clients.
+    Launchers still running when the block ends are killed."""
+    from torch.distributed import TCPStore
 
-def start_gloo_nodes(program: list[str], cwd: Path, nodes: int = 2, env: dict[str, str] | None = None
-                     ) -> list[subprocess.Popen]:
-    """Start ``nodes`` torchrun launchers on this machine as the nodes of one job (c10d rendezvous on localhost,
-    one gloo process each, the command :func:`eval.pipeline.launch.node_command` gives every node), each running
-    ``python PROGRAM`` with ``tests/`` importable; stderr goes to ``cwd/node<N>.stderr``."""
     from eval.pipeline.launch import node_command
     from eval.pipeline.resources import StageResources
 
-    command = node_command(StageResources(nodes=nodes, threads=1), f"127.0.0.1:{free_port()}", "test", program)
+    store = TCPStore("127.0.0.1", 0, is_master=True, multi_tenant=True, wait_for_workers=False)
+    command = node_command(StageResources(nodes=nodes, threads=1), f"127.0.0.1:{store.port}", "test", program)
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     processes = []
-    for node in range(nodes):
-        with (cwd / f"node{node}.stderr").open("w") as stderr:
-            processes.append(subprocess.Popen(command, cwd=cwd, env=env, stderr=stderr, text=True))
-    return processes
+    try:
+        for node in range(nodes):
+            with (cwd / f"node{node}.stderr").open("w") as stderr:
+                processes.append(subprocess.Popen(command, cwd=cwd, env=env, stderr=stderr, text=True))
+        yield processes
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                kill_tree(process)
+        del store
 
 
 def wait_all(processes: list[subprocess.Popen], cwd: Path, timeout: float = RUN_TIMEOUT) -> list[int]:
@@ -259,32 +279,37 @@ def assert_steps_match_one_process(ranks: list[dict[str, Any]], model: torch.nn.
     assert median <= DDP_RTOL, f"gradients: median relative error {median:.2g} over all steps and tensors"
 
 
-def kill_after_first_checkpoint(command: list[str], run_dir: Path, timeout: float = RUN_TIMEOUT
+def kill_after_first_checkpoint(cli_args: list[str], run_dir: Path, timeout: float = RUN_TIMEOUT
                                 ) -> tuple[int, subprocess.CompletedProcess]:
-    """Start ``command`` (a training CLI writing ``run_dir``), SIGKILL it once ``checkpoint.pth`` exists, then run
-    the same command again to completion. Returns the epoch the killed run had checkpointed and the rerun.
-    Each phase has a ``timeout`` deadline; past it the child is killed and the test fails with its stderr."""
+    """Run ``python -m eval.cli CLI_ARGS`` (a training stage writing ``run_dir``) until its first checkpoint is
+    written, SIGKILL it there, then run the same command again to completion. Returns the epoch the killed run had
+    checkpointed and the rerun. The first run goes through ``stop_after_first_checkpoint.py``, which stops right
+    after writing that checkpoint until killed: the kill lands there however slow the machine, never after the run
+    has finished. Each phase has a ``timeout`` deadline (a hang guard); past it the child is killed and the test
+    fails with its stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    checkpoint = run_dir / "checkpoint.pth"
+    marker = run_dir.parent / f"{run_dir.name}.checkpointed"
     stderr_path = run_dir.parent / f"{run_dir.name}.killed.stderr"  # a file: an unread pipe could block the child
     with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(command, cwd=run_dir.parent, env=env, stderr=stderr, text=True)
+        process = subprocess.Popen([sys.executable, str(TESTS / "stop_after_first_checkpoint.py"), str(marker),
+                                    *cli_args], cwd=run_dir.parent, env=env, stderr=stderr, text=True)
     deadline = time.monotonic() + timeout
     try:
-        while not checkpoint.exists() and process.poll() is None:  # written atomically after each epoch
+        while not marker.exists() and process.poll() is None:
             if time.monotonic() > deadline:
-                pytest.fail(f"no {checkpoint} within {timeout:.0f} s (killed); stderr tail:\n{tail(stderr_path)}",
-                            pytrace=False)
+                pytest.fail(f"no checkpoint in {run_dir} within {timeout:.0f} s (killed); stderr tail:\n"
+                            f"{tail(stderr_path)}", pytrace=False)
             time.sleep(0.01)
     finally:
         if process.poll() is None:
             kill_tree(process)
-    assert process.returncode == -signal.SIGKILL, f"exited {process.returncode} before its first checkpoint:\n" \
-                                                 f"{tail(stderr_path)}"
-    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert marker.exists() and process.returncode == -signal.SIGKILL, \
+        f"exited {process.returncode} before its first checkpoint:\n{tail(stderr_path)}"
+    killed_at = torch.load(run_dir / "checkpoint.pth", weights_only=True)["epoch"]
     left = {p.name for p in run_dir.iterdir()}
     assert not {"encoder.pth", "metrics.json", "reconstruction.png"} & left  # results appear only on completion
-    resumed = run_bounded(command, cwd=run_dir.parent, env=env, timeout=timeout)
+    resumed = run_bounded([sys.executable, "-m", "eval.cli", *cli_args], cwd=run_dir.parent, env=env,
+                          timeout=timeout)
     assert resumed.returncode == 0, resumed.stderr
     return killed_at, resumed
 

@@ -12,6 +12,7 @@ from eval.data.manifest import MANIFEST_NAME, sha256_file
 from eval.data.mini_in import build_mini_in
 from eval.data.sources import FASHION_MNIST_CLASSES, find_fashion_mnist, load_sources
 from eval.data.validate import validate_image_folder
+from spark.config import ConfigError
 
 CFG = MiniInConfig(image_size=48, classes=10, train_per_class=4, val_per_class=2)
 
@@ -100,5 +101,5 @@ def test_the_unlabeled_pool_is_flat_disjoint_and_leaves_train_unchanged(builds, 
                      if f.startswith("train/")}  # the pool draws other items; train/ is byte-identical
     hashes = {sha256_file(p) for p in pool}
     assert len(hashes) == len(pool) and not hashes & set(pooled["files"][f] for f in train)
-    with pytest.raises(Exception, match="unlabeled_per_class"):
+    with pytest.raises(ConfigError, match=r"unlabeled_per_class: must be in \[0, 1000\]"):
         MiniInConfig(train_per_class=5000, unlabeled_per_class=1001)

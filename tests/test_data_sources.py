@@ -41,7 +41,7 @@ def test_download_is_used_only_when_allowed(tmp_path, monkeypatch):
             shutil.copytree(DEBIAN_DIR, Path(root, "FashionMNIST", "raw"))
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="Fashion-MNIST not found in .*absent; install it with"):
         find_fashion_mnist(tmp_path / "absent")
     assert not calls
     found = find_fashion_mnist(tmp_path / "absent", download_to=tmp_path / "downloads")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("detectron2")
+from helpers import require
+
+require("detectron2")
 pytestmark = pytest.mark.detectron2
 
 import timm  # noqa: E402

@@ -1,18 +1,21 @@
-"""The COCO harness end to end: ground truth scores AP 100 (mini-coco's RLE masks and COCO-style polygons), and a
-few training iterations on mini-coco write metrics, logs, curves and checkpoints, and resume."""
+"""The COCO harness end to end: ground truth scores AP 100 (mini-coco's RLE masks and COCO-style polygons), the
+SparK arm starts from pretraining's encoder.pth (the scratch arm does not, a resumed run from its checkpoint), and a
+few training iterations on mini-coco write metrics, predictions, logs, curves and checkpoints, and resume."""
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-pytest.importorskip("detectron2")
+from helpers import require
 
-import timm  # noqa: E402
+require("detectron2")
+
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
@@ -21,23 +24,31 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from eval.cli import main as spark_cli  # noqa: E402
+from eval.detection.backbone import TimmBackbone  # noqa: E402
 from eval.detection.config import DetectionConfig  # noqa: E402
+from eval.detection.convert import timm_resnet_to_detectron2  # noqa: E402
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET  # noqa: E402
-from eval.detection.train import COCO_METRICS, build_evaluator, register_datasets, summarize  # noqa: E402
-from spark.config import ConfigError  # noqa: E402
+from eval.detection.train import (  # noqa: E402
+    COCO_METRICS, Trainer, build_evaluator, build_trainer, register_datasets, summarize)
+from eval.pipeline.branches import SCRATCH  # noqa: E402
+from spark.config import ConfigError, parse_section  # noqa: E402
+from spark.io import load_torch, save_torch  # noqa: E402
+from spark.model import SparKConfig, build_spark  # noqa: E402
 from eval.data.config import MiniCocoConfig  # noqa: E402
 from eval.data.mini_coco import build_mini_coco  # noqa: E402
 from eval.data.sources import find_fashion_mnist, load_sources  # noqa: E402
-from helpers import counting_reads  # noqa: E402
+from helpers import assert_same_weights, counting_reads  # noqa: E402
 
 pytestmark = [
     pytest.mark.detectron2,
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # pycocotools
+    pytest.mark.usefixtures("isolated_run"),  # trainers log with dvclive, which would use an enclosing DVC repo
 ]
 
 SIZE = 128
 CATEGORIES = {1: ("square", (230, 60, 60)), 2: ("triangle", (60, 200, 60)), 3: ("diamond", (70, 90, 240))}
-
+# COCOeval's object sizes (area in px², both bounds included): a size with no ground truth has no AP.
+AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, math.inf)}
 
 
 def main(argv: list[str]) -> int:
@@ -113,10 +124,35 @@ def smoke(root: Path, **overrides) -> dict:
     }
 
 
+def events(run: Path) -> list[dict]:
+    """Detectron2's JSON event log, one dict per write (NaN where an AP is undefined)."""
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
 def train_losses(run: Path) -> dict[int, float]:
     """Iteration -> total loss, from Detectron2's JSON event log."""
-    events = (json.loads(line) for line in (run / "events.jsonl").read_text().splitlines())
-    return {e["iteration"]: e["total_loss"] for e in events if "total_loss" in e}
+    return {e["iteration"]: e["total_loss"] for e in events(run) if "total_loss" in e}
+
+
+def spark_encoder_pth(arch: str, path: Path) -> dict[str, torch.Tensor]:
+    """``encoder.pth`` as pretraining writes it, from a SparK whose every encoder tensor (BN statistics too) was moved
+    off its init, as training would: a backbone tensor left at any init differs from it."""
+    model = build_spark(SparKConfig(arch=arch, input_size=64, decoder_width=64))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key, value in model.encoder.state_dict().items():  # views of the model's tensors
+            if key.endswith("running_var"):
+                value.mul_(0.5 + torch.rand(value.shape, generator=gen))
+            elif value.is_floating_point():
+                value.add_(0.02 * torch.randn(value.shape, generator=gen))
+    save_torch(model.encoder_state_dict(), path)
+    return model.encoder_state_dict()
+
+
+def bottom_up_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The encoder part of the model a trainer trains: Detectron2 ResNet names, or timm names in the timm wrapper."""
+    bottom_up = trainer.model.backbone.bottom_up
+    return (bottom_up.body.model if isinstance(bottom_up, TimmBackbone) else bottom_up).state_dict()
 
 
 @pytest.mark.parametrize(("dataset", "classes"), [("mini_coco", 10), ("shapes_coco", len(CATEGORIES))])
@@ -234,24 +270,96 @@ def test_coco_ap_of_a_hand_computed_case_with_non_contiguous_category_ids(tmp_pa
             name: pytest.approx(100 * ap, abs=1e-9) for name, ap in per_category.items()}, task
 
 
+@pytest.mark.parametrize(("arch", "backbone"), [("resnet18", "resnet"), ("convnext_atto", "timm")])
+def test_the_spark_arm_starts_from_the_encoder_and_scratch_does_not(arch, backbone, shapes_coco, tmp_path):
+    """Were the load skipped, the SparK arm would silently be the scratch arm: the model training starts from holds
+    every tensor of encoder.pth (renamed to Detectron2's ResNet names on that path), the scratch one none of them."""
+    encoder = spark_encoder_pth(arch, tmp_path / "encoder.pth")
+    expected = timm_resnet_to_detectron2(encoder) if backbone == "resnet" else encoder
+    config = parse_section({"detection": smoke(shapes_coco, arch=arch, backbone=backbone)}, "detection",
+                           DetectionConfig)
+    (tmp_path / "spark").mkdir()
+    (tmp_path / "scratch").mkdir()
+    assert_same_weights(bottom_up_state(build_trainer(config, str(tmp_path / "encoder.pth"), tmp_path / "spark")),
+                        expected)
+    scratch = bottom_up_state(build_trainer(config, SCRATCH, tmp_path / "scratch"))
+    assert scratch.keys() == expected.keys()
+    same = [k for k, v in scratch.items() if v.is_floating_point() and torch.equal(v, expected[k])]
+    assert not same, same
+
+
+def test_a_resumed_run_starts_from_its_checkpoint_not_the_encoder(shapes_coco, tmp_path):
+    """Re-running a killed SparK run continues its training: the encoder must not overwrite what was learnt."""
+    spark_encoder_pth("resnet18", tmp_path / "encoder.pth")
+    config = parse_section({"detection": smoke(shapes_coco)}, "detection", DetectionConfig)
+    run = tmp_path / "run"
+    run.mkdir()
+    killed = build_trainer(config, str(tmp_path / "encoder.pth"), run)
+    with torch.no_grad():
+        for p in killed.model.parameters():  # stands for the iterations trained before the kill
+            p.add_(1.0)
+    killed.iter = 1
+    killed.checkpointer.save("model_0000001")
+    resumed = build_trainer(config, str(tmp_path / "encoder.pth"), run)
+    assert resumed.start_iter == 2
+    assert_same_weights(resumed.model.state_dict(), killed.model.state_dict())
+
+
+def assert_valid_metrics(metrics: dict, val: dict) -> None:
+    """metrics.json: the six COCO numbers per task as percentages, AP at IoU 0.5 bounding the stricter ones, and null
+    exactly for the object sizes the val set has none of."""
+    areas = [a["area"] for a in val["annotations"]]
+    assert set(metrics) == {"bbox", "segm"}
+    for name, task in metrics.items():
+        assert list(task) == list(COCO_METRICS), name
+        assert all(v is None or 0 <= v <= 100 for v in task.values()), (name, task)
+        assert task["AP"] is not None and task["AP"] <= task["AP50"] and task["AP75"] <= task["AP50"], (name, task)
+        for size, (low, high) in AREA_RANGES.items():
+            assert (task[size] is None) == (not any(low <= a <= high for a in areas)), (name, size)
+
+
 @pytest.mark.slow
 def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
-    encoder = timm.create_model("resnet18").state_dict()
-    del encoder["fc.weight"], encoder["fc.bias"]
-    torch.save(encoder, tmp_path / "encoder.pth")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"detection": smoke(mini_coco, checkpoint_period=2)}))
+    encoder = timm_resnet_to_detectron2(spark_encoder_pth("resnet18", tmp_path / "encoder.pth"))
+    params = smoke(mini_coco, checkpoint_period=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"detection": params}))
     run = tmp_path / "run"
     args = ["--params", str(tmp_path / "params.yaml"), "--init", str(tmp_path / "encoder.pth"), "--out", str(run)]
 
     with counting_reads(tmp_path / "params.yaml") as reads:
         assert main(args) == 0
     assert len(reads) == 1, reads  # the job reads its params once
+    val = json.loads((mini_coco / "annotations/instances_val.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"bbox", "segm"}
-    for task in metrics.values():
-        assert list(task) == list(COCO_METRICS)
-        assert all(v is None or (math.isfinite(v) and 0 <= v <= 100) for v in task.values())
-        assert task["AP"] is not None
+    assert_valid_metrics(metrics, val)
+    # They are the final evaluation's, which the event log and the curves (per category too) also hold.
+    final = [e for e in events(run) if "bbox/AP" in e]
+    assert len(final) == 1  # eval_period 0: once, after the last iteration
+    assert metrics == {task: {m: None if math.isnan(final[0][f"{task}/{m}"]) else final[0][f"{task}/{m}"]
+                              for m in COCO_METRICS} for task in metrics}
+    summary = json.loads((run / "dvclive" / "metrics.json").read_text())
+    present = {a["category_id"] for a in val["annotations"]}
+    for task in metrics:
+        assert summary[task] == {**{m: v for m, v in metrics[task].items() if v is not None},
+                                 **{f"AP-{c['name']}": final[0][f"{task}/AP-{c['name']}"]
+                                    for c in val["categories"] if c["id"] in present}}, task
+
+    # The predictions scored: detections_per_image per val image (score threshold 0), in the image, of its classes.
+    predictions = json.loads((run / "inference" / "coco_instances_results.json").read_text())
+    per_image = Counter(p["image_id"] for p in predictions)
+    assert per_image == {image["id"]: params["detections_per_image"] for image in val["images"]}
+    classes = {c["id"] for c in val["categories"]}
+    for p in predictions:
+        x, y, w, h = p["bbox"]
+        assert p["category_id"] in classes and 0 < p["score"] <= 1 and p["segmentation"]["size"] == [SIZE, SIZE]
+        assert 0 <= x <= x + w <= SIZE + 1e-3 and 0 <= y <= y + h <= SIZE + 1e-3, p["bbox"]
+
+    # Training started from the encoder: two AdamW steps at lr <= base_lr moved each backbone weight by about an lr
+    # (BN statistics are no weights: they follow the batches).
+    checkpoint = load_torch(run / "model_0000001.pth")["model"]
+    moved = {k: (checkpoint[f"backbone.bottom_up.{k}"] - v).abs().max().item() for k, v in encoder.items()
+             if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert max(moved.values()) < 2 * DetectionConfig.base_lr, max(moved.items(), key=lambda kv: kv[1])
     assert (run / "model_final.pth").is_file() and (run / "last_checkpoint").read_text() == "model_final.pth"
     assert (run / "config.yaml").is_file() and "Starting training from iteration 0" in (run / "log.txt").read_text()
     losses = train_losses(run)
@@ -264,6 +372,11 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     assert main(args) == 0
     assert "Starting training from iteration 2" in (run / "log.txt").read_text()
     assert max(train_losses(run)) == 2 and (run / "model_final.pth").is_file()
+    # ... with its optimizer: iteration 2 at the uninterrupted run's lr, and AdamW's state carried on (3 steps).
+    lrs = [e["lr"] for e in events(run) if e.get("iteration") == 2 and "lr" in e]
+    assert len(lrs) == 2 and lrs[1] == lrs[0], lrs
+    adamw = load_torch(run / "model_final.pth")["trainer"]["_trainer"]["optimizer"]["state"]
+    assert {int(state["step"]) for state in adamw.values()} == {3}
 
     # Another recipe does not resume those checkpoints: an error, or a fresh start with the old ones set aside.
     assert main([*args, "detection.max_iter=4"]) == 2
@@ -272,7 +385,7 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
                                                                   "model_final.pth"]
     assert (run / "log.txt").read_text().count("Starting training from iteration 0") == 2
     assert json.loads((run / "params.json").read_text())["max_iter"] == 4
-    assert json.loads((run / "metrics.json").read_text())["bbox"]["AP"] is not None
+    assert_valid_metrics(json.loads((run / "metrics.json").read_text()), val)
 
 
 def test_missing_data_fails_before_training(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import require
 
 from eval.detection.config import DetectionConfig
 from spark.config import ConfigError, parse_section
@@ -45,7 +46,7 @@ def test_bad_values_name_the_key(update, message):
 
 
 def test_recipe_mirrors_the_authors_config(tmp_path):
-    pytest.importorskip("detectron2")
+    require("detectron2")
     from eval.detection.recipe import PIXEL_MEAN, PIXEL_STD, build_cfg
 
     cfg = build_cfg(DetectionConfig(), num_classes=80, output_dir=tmp_path)
@@ -68,7 +69,7 @@ def test_recipe_mirrors_the_authors_config(tmp_path):
 
 
 def test_recipe_uses_syncbn_across_processes_and_the_timm_backbone(tmp_path):
-    pytest.importorskip("detectron2")
+    require("detectron2")
     from eval.detection.recipe import build_cfg
 
     config = DetectionConfig(arch="convnext_atto", backbone="timm", drop_path_rate=0.1)
@@ -79,7 +80,7 @@ def test_recipe_uses_syncbn_across_processes_and_the_timm_backbone(tmp_path):
 
 
 def test_recipe_for_small_resnets(tmp_path):
-    pytest.importorskip("detectron2")
+    require("detectron2")
     from eval.detection.recipe import build_cfg
 
     cfg = build_cfg(parse_section({"detection": SMOKE}, "detection", DetectionConfig), 10, tmp_path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("detectron2")
+from helpers import require
+
+require("detectron2")
 pytestmark = pytest.mark.detectron2
 
 import timm  # noqa: E402
@@ -59,7 +61,12 @@ def test_missing_or_mismatched_weights_fail_loudly(tmp_path):
     del encoder["layer3.1.conv2.weight"]
     with pytest.raises(BackboneWeightsError, match=r"missing: res4\.1\.conv2\.weight"):
         load_encoder(native, encoder)
-    with pytest.raises(BackboneWeightsError, match=r"shape: stem\.conv1\.weight|unexpected: res2\.0\.conv3"):
+    encoder = random_encoder("resnet18")
+    encoder["layer1.0.conv1.weight"] = encoder["layer1.0.conv1.weight"][:32]
+    with pytest.raises(BackboneWeightsError, match=r"shape: res2\.0\.conv1\.weight is \(32, 64, 3, 3\) in the "
+                                                   r"checkpoint, \(64, 64, 3, 3\) in the backbone"):
+        load_encoder(native, encoder)
+    with pytest.raises(BackboneWeightsError, match=r"unexpected: res2\.0\.conv3\.weight"):  # bottleneck blocks
         load_encoder(native, random_encoder("resnet50"))
     # A deep-stem ResNet is not Detectron2's ResNet: its stem keys have nowhere to go.
     with pytest.raises(BackboneWeightsError, match=r"unexpected: stem\.conv1\.0\.weight"):

@@ -182,7 +182,7 @@ def test_patcher_removes_pkg_resources_from_model_zoo(tmp_path):
     namespace: dict = {"__file__": str(zoo)}
     exec(compile(zoo.read_text().replace("import torch\n", ""), str(zoo), "exec"), namespace)
     assert namespace["get_config_file"]("COCO/x.yaml") == str(zoo.parent / "configs/COCO/x.yaml")
-    with pytest.raises(patcher.PatchError):
+    with pytest.raises(patcher.PatchError, match="expected exactly one .* found 0"):
         patcher.model_zoo_without_pkg_resources(tmp_path)  # an unexpected source is refused
 
 

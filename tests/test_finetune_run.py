@@ -1,7 +1,6 @@
 """End-to-end fine-tuning runs on tiny generated image folders (CPU): outputs, learning, resume, DDP, CLI."""
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,14 @@ from eval.cli import main as spark_cli
 from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
 from eval.finetune.loss import build_criterion
 from eval.finetune.optim import build_optimizer
+import spark.engine.epochs as epochs
 from spark.model import SparKConfig, build_spark
 from spark.config import ConfigError
 from spark.engine import DistEnv, apply_lr_wd, seed_all, set_epoch, train_loader, warmup_cosine
 from spark.io import load_torch, save_torch
 from helpers import (
     assert_same_weights, assert_steps_match_one_process, counting_reads, kill_after_first_checkpoint,
-    run_two_gloo_ranks, single_threaded,
+    record_train_steps, run_two_gloo_ranks, single_threaded,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -113,10 +113,9 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(colours, tmp_
     finetune(tiny(colours, epochs=5), tmp_path / "uninterrupted")
 
     params = write_params(tmp_path / "params.yaml", colours, epochs=5)
-    command = [sys.executable, "-m", "eval.cli", "finetune", "--params", str(params), "--init", "scratch",
-               "--out", str(tmp_path / "killed")]
-    killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
-    assert 1 <= killed_at < 5
+    job = ["finetune", "--params", str(params), "--init", "scratch", "--out", str(tmp_path / "killed")]
+    killed_at, resumed = kill_after_first_checkpoint(job, tmp_path / "killed")
+    assert killed_at == 1  # stopped right after its first checkpoint
     assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/5" in resumed.stderr
     uninterrupted, killed = checkpoint(tmp_path / "uninterrupted"), checkpoint(tmp_path / "killed")
     assert_same_weights(uninterrupted["model"], killed["model"])
@@ -259,6 +258,35 @@ def test_label_fraction_and_eval_every(colours, tmp_path):
     assert ": 2 iterations/epoch" in (run / "train.log").read_text()  # 16 of the 32 training images, batch 8
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_epoch"] in (2, 3) and metrics["top1"] == history[-1]["top1"]
+
+
+def test_the_two_arms_of_a_seed_differ_only_in_the_encoder_init(colours, tmp_path, monkeypatch):
+    """Scratch against SparK init is a paired comparison: within a seed both arms train on the same label split
+    (half the images: one epoch of 2 steps is all of it), in the same order, with the same augmentation and mixing
+    draws, from the same head; only the encoder starts elsewhere (the checkpoint's weights)."""
+    encoder = tmp_path / "encoder.pth"
+    torch.manual_seed(1)  # any weights but the scratch arm's
+    save_torch(build_spark(SparKConfig(arch="test_resnet", input_size=64, decoder_width=64)).encoder_state_dict(),
+               encoder)
+    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    steps = record_train_steps()
+    config = tiny(colours, epochs=1, warmup_epochs=0, label_fraction=0.5)
+    finetune(config, tmp_path / "scratch")
+    scratch, steps[:] = list(steps), []
+    finetune(config, tmp_path / "spark", encoder)
+    assert len(scratch) == len(steps) == 2
+
+    for i, (a, b) in enumerate(zip(scratch, steps)):  # mixed images and soft targets
+        assert all(map(torch.equal, a["batch"], b["batch"])), f"step {i + 1}: the arms' batches differ"
+    start_a, start_b = scratch[0]["weights"], steps[0]["weights"]
+    head = set(json.loads((tmp_path / "spark/metrics.json").read_text())["load_report"]["missing"])
+    assert head and head < start_a.keys()
+    assert_same_weights({k: start_a[k] for k in head}, {k: start_b[k] for k in head})
+    loaded = load_torch(encoder)
+    body = start_b.keys() - head
+    assert_same_weights({k: start_b[k] for k in body}, {k: loaded[k] for k in body})
+    kernels = [k for k in body if start_a[k].dim() == 4]
+    assert kernels and not any(torch.equal(start_a[k], start_b[k]) for k in kernels), "the encoders must differ"
 
 
 def test_micro_batch_auto_probes_mixed_batches_and_trains_as_the_size_it_chose(colours, tmp_path, monkeypatch):

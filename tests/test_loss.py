@@ -3,6 +3,7 @@ import torch
 
 from spark.model import SparKConfig, build_spark
 from spark.loss import denormalize_patches, patchify, unpatchify
+from spark.masking import upsample_visible
 
 
 def _reference_loss(images, prediction, visible, p, masked_only):
@@ -32,14 +33,28 @@ def test_loss_matches_straightforward_computation(loss_on):
     assert got == pytest.approx(_reference_loss(images, prediction, visible, 32, loss_on == "masked"), rel=1e-5)
 
 
-def test_masked_and_all_differ_and_perfect_prediction_scores_zero():
-    model = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
-    images = torch.randn(2, 3, 64, 64)
-    visible = model.sample_visible(2)
+def test_masked_only_scores_the_masked_patches_and_all_scores_every_patch():
+    """A prediction exact on one set of patches and wrong on the other: the masked-only loss sees only the masked
+    patches' error, the all-patches ablation the mean over every patch (masked patches' share of it)."""
+    masked_only = build_spark(SparKConfig(arch="resnet18", input_size=96, decoder_width=64))
+    every_patch = build_spark(SparKConfig(arch="resnet18", input_size=96, decoder_width=64, loss_on="all"))
+    images = torch.randn(2, 3, 96, 96)
+    visible = masked_only.sample_visible(2)
     patches = patchify(images, 32)
-    target = unpatchify((patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt(), 32, (2, 2))
-    assert model.forward_loss(images, target, visible).item() == pytest.approx(0, abs=1e-10)
-    torch.testing.assert_close(denormalize_patches(target, images, 32), images, atol=1e-4, rtol=1e-4)
+    exact = unpatchify((patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt(),
+                       32, (3, 3))
+    shown = upsample_visible(visible, (96, 96))
+    wrong_where_masked = torch.where(shown, exact, exact + 1.0)  # per-patch MSE 1 at masked patches, 0 at visible
+    wrong_where_visible = torch.where(shown, exact + 1.0, exact)
+    masked_share = (~visible).sum().item() / visible.numel()  # 5 of 9 cells at ratio 0.6
+    assert masked_only.forward_loss(images, exact, visible).item() == pytest.approx(0, abs=1e-10)
+    assert every_patch.forward_loss(images, exact, visible).item() == pytest.approx(0, abs=1e-10)
+    assert masked_only.forward_loss(images, wrong_where_masked, visible).item() == pytest.approx(1.0, rel=1e-5)
+    assert masked_only.forward_loss(images, wrong_where_visible, visible).item() == pytest.approx(0, abs=1e-10)
+    assert every_patch.forward_loss(images, wrong_where_masked, visible).item() == pytest.approx(masked_share, rel=1e-5)
+    assert every_patch.forward_loss(images, wrong_where_visible, visible).item() == pytest.approx(1 - masked_share,
+                                                                                                   rel=1e-5)
+    torch.testing.assert_close(denormalize_patches(exact, images, 32), images, atol=1e-4, rtol=1e-4)
 
 
 def test_patchify_roundtrip():

@@ -21,14 +21,28 @@ def test_decoder_output_matches_input(arch, kwargs, ratio):
 
 
 def test_single_scale_uses_only_the_coarsest_map():
+    """Single-scale (hierarchy 1): the encoder hands over its coarsest map only, and every decoder block past the
+    first receives exactly the previous block's output, nothing added; multi-scale adds a map at each of 4 blocks."""
     full = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64))
     single = build_spark(SparKConfig(arch="resnet18", input_size=64, decoder_width=64, hierarchy=1))
     x, visible = torch.randn(2, 3, 64, 64), single.sample_visible(2)
     feats = single.forward_encoder(x, visible)
     assert len(feats) == 1 and feats[0].shape == (2, 512, 2, 2)
     assert len(single.densify) == 1 and len(full.densify) == 4
-    # Decoder blocks past the first receive nothing: perturbing the finer encoder maps cannot matter.
-    assert single.forward_decoder(feats, visible).shape == x.shape
+
+    def added_per_block(model):
+        """For each decoder block: |its input - the previous block's output| (the first block: its input's norm)."""
+        inputs, outputs = [], []
+        for block in model.decoder.blocks:
+            block.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+            block.register_forward_hook(lambda m, args, out: outputs.append(out))
+        assert model.forward_decoder(model.forward_encoder(x, visible), visible).shape == x.shape
+        return [inputs[0].norm().item()] + [(i - o).norm().item() for i, o in zip(inputs[1:], outputs)]
+
+    single_added, full_added = added_per_block(single), added_per_block(full)
+    assert len(single_added) == len(full_added) == 5
+    assert single_added[0] > 0 and single_added[1:] == [0.0] * 4
+    assert all(a > 0 for a in full_added[:4]) and full_added[4] == 0.0  # 4 scales into 5 blocks
 
 
 def test_architecture_choices():

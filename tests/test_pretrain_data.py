@@ -63,6 +63,42 @@ def test_reference_augmentation_output(folder):
     assert torch.equal(fixed, load_images(list_images(folder)[:2], 32))
 
 
+def test_reference_augmentation_crops_flips_and_interpolates_as_the_recipe():
+    """400 seeded draws on a 240 px square whose red and green pixels are their x and y: least-squares slopes of
+    the output's mean row and column give each crop's width and height (negative x slope: flipped). The crops
+    cover the recipe's area scale (0.67, 1) and aspect ratios (3/4, 4/3) and stay within them; half are flipped,
+    never vertically; and a 64|192 step edge, inside every such crop, overshoots (bicubic; bilinear cannot)."""
+    side, size, draws = 240, 32, 400
+    x, y = np.meshgrid(np.arange(side), np.arange(side))
+    picture = Image.fromarray(np.stack([x, y, np.where(x < side // 2, 64, 192)], -1).astype(np.uint8))
+    transform = train_transform(size)
+    with seeded(0):
+        out = torch.stack([transform(picture) for _ in range(draws)]).double()
+    k = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+
+    def slope(profile: torch.Tensor) -> torch.Tensor:  # source pixels per output pixel, per draw
+        return (profile * k).sum(-1) / (k * k).sum()
+
+    x_slope, y_slope = slope(out[:, 0].mean(1)), slope(out[:, 1].mean(2))
+    width, height = x_slope.abs() * size, y_slope.abs() * size
+    scale, log_ratio = width * height / side**2, (width / height).log()
+    low, high = 0.67, 1.0  # the authors' RandomResizedCrop scale
+    tol = 2 / side  # crop sides are rounded to whole pixels
+    areas = f"crop areas {scale.min():.3f}..{scale.max():.3f} of the image"
+    assert low - tol <= scale.min() and scale.max() <= high + tol, areas
+    assert scale.min() < low + (high - low) / 4 and scale.max() > high - (high - low) / 4, areas
+    bound = np.log(4 / 3)
+    ratios = f"aspect ratios {log_ratio.min().exp():.3f}..{log_ratio.max().exp():.3f}"
+    assert log_ratio.abs().max() <= bound + tol, ratios
+    assert log_ratio.min() < -bound / 2 and log_ratio.max() > bound / 2, ratios
+    flipped = (x_slope < 0).sum().item()
+    assert abs(flipped - draws / 2) <= 4 * (draws / 4) ** 0.5, f"{flipped} of {draws} flipped"  # 4 binomial SDs
+    assert (y_slope > 0).all(), "flipped vertically"
+    edge = out[:, 2].flatten(1)
+    smooth = ((edge.max(1).values <= 192) & (edge.min(1).values >= 64)).sum().item()
+    assert smooth == 0, f"{smooth} of {draws} crops without overshoot at the edge: not bicubic"
+
+
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_unreadable_image_stops_with_its_path(folder, num_workers):
     bad = folder / "class0" / "broken.jpg"

@@ -2,7 +2,6 @@
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,9 +26,8 @@ from spark.pretrain.data import ImageFiles, collate_images, list_images, normali
 from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
-    DDP_RTOL, assert_all_close, assert_same_weights, assert_steps_match_one_process, kill_after_first_checkpoint,
-    counting_reads, kill_tree, record_train_steps, run_two_gloo_ranks, single_threaded, start_gloo_nodes, tail,
-    wait_all,
+    DDP_RTOL, TESTS, assert_all_close, assert_same_weights, assert_steps_match_one_process, counting_reads,
+    gloo_nodes, kill_after_first_checkpoint, record_train_steps, run_two_gloo_ranks, single_threaded, tail, wait_all,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
@@ -132,9 +130,9 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
     pretrain(dataclasses.replace(config, num_workers=0), tmp_path / "uninterrupted")  # worker count is irrelevant
 
     params = write_params(tmp_path / "params.yaml", config)
-    command = [sys.executable, "-m", "eval.cli", "pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
-    killed_at, resumed = kill_after_first_checkpoint(command, tmp_path / "killed")
-    assert 1 <= killed_at < 6
+    job = ["pretrain", "--params", str(params), "--out", str(tmp_path / "killed")]
+    killed_at, resumed = kill_after_first_checkpoint(job, tmp_path / "killed")
+    assert killed_at == 1  # stopped right after its first checkpoint
     assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}/6" in resumed.stderr
     assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(tmp_path / "killed"))
     loss_rows = (tmp_path / "killed/dvclive/plots/metrics/loss.tsv").read_text().splitlines()
@@ -255,19 +253,6 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(two_rank_runs,
     assert_same_weights(ranks[0]["params"], ranks[1]["params"])
 
 
-PAUSE_AFTER_FIRST_CHECKPOINT = """
-import sys, time
-import spark.engine.epochs as epochs
-from eval.cli import main
-save = epochs.EpochTrainer.save
-def save_then_pause(self, epoch):  # rank 0: stand still once the first checkpoint is written, until killed
-    save(self, epoch)
-    time.sleep(3600)
-epochs.EpochTrainer.save = save_then_pause
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_is_killed(two_rank_runs,
                                                                                              tmp_path):
     """Two launchers on this machine as the nodes of one job (c10d rendezvous, one gloo process each) take the
@@ -278,8 +263,8 @@ def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_
     _, one_node_run, one_node = two_rank_runs(False)
     params, two = one_node_run.parent / "params.yaml", tmp_path / "two"
     two.mkdir()
-    assert wait_all(start_gloo_nodes([str(one_node_run.parent / "rank.py"), str(params), str(two)], tmp_path),
-                    tmp_path) == [0, 0]
+    with gloo_nodes([str(one_node_run.parent / "rank.py"), str(params), str(two)], tmp_path) as nodes:
+        assert wait_all(nodes, tmp_path) == [0, 0]
     two_nodes = [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
     for rank, (one, other) in enumerate(zip(one_node, two_nodes)):
         assert [s["loss"] for s in one["steps"]] == [s["loss"] for s in other["steps"]], f"rank {rank}"
@@ -289,20 +274,17 @@ def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_
         assert_same_weights(one["params"], other["params"])
 
     killed = tmp_path / "killed"
-    (tmp_path / "pause.py").write_text(PAUSE_AFTER_FIRST_CHECKPOINT)
     job = ["pretrain", "--params", str(params), "--out", str(killed)]
-    nodes = start_gloo_nodes([str(tmp_path / "pause.py"), *job], tmp_path)
-    try:
-        deadline = time.monotonic() + 600
-        while not (killed / "checkpoint.pth").exists():  # written atomically, then rank 0 pauses
+    checkpointed = tmp_path / "checkpointed"  # stop_after_first_checkpoint.py: then the ranks stand still
+    with gloo_nodes([str(TESTS / "stop_after_first_checkpoint.py"), str(checkpointed), *job], tmp_path) as nodes:
+        deadline = time.monotonic() + 600  # node 1 is killed first on leaving
+        while not checkpointed.exists():
             assert all(node.poll() is None for node in nodes), tail(tmp_path / "node0.stderr")
             assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.05)
-    finally:
-        for node in reversed(nodes):  # node 1 first
-            kill_tree(node)
     assert load_torch(killed / "checkpoint.pth")["epoch"] == 1 and not (killed / "encoder.pth").exists()
-    assert wait_all(start_gloo_nodes(["-m", "eval.cli", *job], tmp_path), tmp_path) == [0, 0]
+    with gloo_nodes(["-m", "eval.cli", *job], tmp_path) as nodes:
+        assert wait_all(nodes, tmp_path) == [0, 0]
     assert "resuming" in (killed / "train.log").read_text()
     final = model_state(killed)
     assert_same_weights(two_nodes[0]["params"], {k: final[k] for k in two_nodes[0]["params"]})
@@ -433,24 +415,27 @@ def test_a_job_stops_before_its_time_limit_and_the_next_resumes_to_the_same_weig
     assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(run))
 
 
-def test_init_from_loads_weights_through_spark_load_checkpoint(images, tmp_path, monkeypatch):
+def test_init_from_starts_training_from_the_encoder_weights(images, tmp_path, monkeypatch):
+    """A fresh run from another run's encoder.pth: its first step starts from those encoder weights, and from
+    the weights of a run without init_from elsewhere (decoder, densify); epochs and optimizer state are its own."""
     source = tmp_path / "source"
-    pretrain(tiny(images, epochs=2), source)
-    seen = []
-
-    def spy(model, path):
-        report = load_checkpoint(model, path)
-        seen.append((path, {k: v.clone() for k, v in model.encoder_state_dict().items()}))
-        return report
-
-    load_checkpoint = trainer_module.load_checkpoint
-    monkeypatch.setattr(trainer_module, "load_checkpoint", spy)
-    pretrain(tiny(images, epochs=2), tmp_path / "run", init_from=source / "encoder.pth")
-    [(path, loaded)] = seen
-    assert path == source / "encoder.pth"
-    assert_same_weights(loaded, load_torch(source / "encoder.pth"))
-    history = load_torch(tmp_path / "run" / "checkpoint.pth")["history"]
-    assert len(history) == 2  # a fresh run: epochs and optimizer state were not taken from the source
+    pretrain(tiny(images, epochs=1, warmup_epochs=0), source)  # 4 steps move every encoder tensor
+    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    steps = record_train_steps()
+    config = tiny(images, epochs=1, warmup_epochs=0)
+    pretrain(config, tmp_path / "run", init_from=source / "encoder.pth")
+    assert len(steps) == 4 and len(load_torch(tmp_path / "run" / "checkpoint.pth")["history"]) == 1
+    start = steps[0]["weights"]
+    encoder = {k.removeprefix("encoder."): v for k, v in start.items() if k.startswith("encoder.")}
+    loaded = load_torch(source / "encoder.pth")
+    assert_same_weights(encoder, {k: loaded[k] for k in encoder})
+    seed_all(config.seed)
+    fresh = dict(build_spark(config.model_config()).named_parameters())
+    assert not any(torch.equal(fresh[f"encoder.{k}"], v) for k, v in encoder.items()), "init_from changed nothing"
+    rest = start.keys() - {f"encoder.{k}" for k in encoder}
+    assert rest
+    assert_same_weights({k: start[k] for k in rest}, {k: fresh[k] for k in rest})
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(source / "encoder.pth")
 
 
 def test_cli(images, tmp_path, capsys, monkeypatch):

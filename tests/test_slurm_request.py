@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import require
 
 from eval.pipeline.resources import STAGES, snakemake_resources, snakemake_threads, stage_resources
 from spark.config import load_params
 
-submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
-plugin_utils = pytest.importorskip("snakemake_executor_plugin_slurm.utils")
+submit_string = require("snakemake_executor_plugin_slurm.submit_string")
+plugin_utils = require("snakemake_executor_plugin_slurm.utils")
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())

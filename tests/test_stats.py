@@ -24,10 +24,18 @@ def test_pairing_is_by_seed_not_by_order():
     assert diff.verdict == "contradicted"
 
 
+def test_no_difference_at_all_is_inconclusive():
+    """Equal arms on every seed: the interval is exactly [0, 0], which is neither above nor below 0."""
+    diff = paired_difference({0: 70.0, 1: 60.0, 2: 65.0}, {0: 70.0, 1: 60.0, 2: 65.0})
+    assert (diff.mean, diff.std, diff.low, diff.high) == (0.0, 0.0, 0.0, 0.0)
+    assert diff.verdict == "inconclusive"
+
+
 def test_straddling_zero_or_one_seed_is_inconclusive():
     assert paired_difference({0: 1.0, 1: -1.0, 2: 0.5}, {0: 0.0, 1: 0.0, 2: 0.0}).verdict == "inconclusive"
     single = paired_difference({0: 5.0, 1: 9.0}, {0: 1.0})  # only seed 0 is paired
     assert (single.mean, single.n, single.verdict) == (4.0, 1, "inconclusive") and math.isnan(single.low)
     assert single.interval() == "+4.00 (1 seed, no interval)"
-    with pytest.raises(ValueError, match="no seed in common"):
-        paired_difference({0: 1.0}, {1: 1.0})
+    none = paired_difference({0: 1.0}, {1: 1.0})  # e.g. every seed of one arm diverged
+    assert (none.n, none.verdict, none.interval()) == (0, "inconclusive", "no seed in common")
+    assert math.isnan(none.mean) and math.isnan(none.low)

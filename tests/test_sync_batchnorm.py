@@ -1,5 +1,4 @@
 """Masked BN with synchronised moments on 2 gloo ranks equals one process on the whole batch."""
-import socket
 from queue import Empty
 
 import pytest
@@ -12,12 +11,6 @@ from spark.masking import upsample_visible
 from spark.sparse import VisibleMask, convert_sync_batchnorm, sparsify
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _inputs():
     g = torch.Generator().manual_seed(0)
     visible = torch.rand(4, 1, 2, 2, generator=g) > 0.4
@@ -26,12 +19,12 @@ def _inputs():
     return x, visible
 
 
-def _rank(rank: int, port: int, queue, implementation: str) -> None:
+def _rank(rank: int, store: str, queue, implementation: str) -> None:
     if implementation == "composite":
         import spark.masked_bn
 
         spark.masked_bn._native_ops = lambda x: None
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     x, visible = _inputs()
     bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := VisibleMask()))
     part = slice(2 * rank, 2 * rank + 2)
@@ -45,7 +38,7 @@ def _rank(rank: int, port: int, queue, implementation: str) -> None:
     dist.destroy_process_group()
 
 
-def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementation):
+def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementation, tmp_path):
     x, visible = _inputs()
     bn = sparsify(nn.BatchNorm2d(5), mask := VisibleMask())
     xs = x.clone().requires_grad_(True)
@@ -56,8 +49,8 @@ def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementati
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, queue, masked_bn_implementation)) for r in range(2)]
+    store = tmp_path / "store"  # a file rendezvous: no port to pick (gloo's own sockets get theirs from the OS)
+    procs = [ctx.Process(target=_rank, args=(r, store, queue, masked_bn_implementation)) for r in range(2)]
     for p in procs:
         p.start()
     try:  # deadlines: a rank stuck in a collective fails the test instead of hanging it (and pytest's exit)

@@ -29,7 +29,9 @@ TOP1 = {("all", "scratch"): [78.0, 79.0, 77.0], ("all", "sparse"): [80.0, 80.5, 
         ("low", "zero_out"): [46.0, 48.0, 47.0]}
 
 
-def write_runs(root: Path, finetune_missing: bool = False) -> None:
+def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, list[int]] | None = None) -> None:
+    """The runs of PARAMS; ``nan_ap`` maps an init to the seeds whose detection AP came out NaN (COCO's AP of a
+    category without predictions, or a diverged run)."""
     runs = layout(PARAMS)
     for b in pretrain_branches(PARAMS):
         path = root / runs.run("pretrain", b)
@@ -51,6 +53,8 @@ def write_runs(root: Path, finetune_missing: bool = False) -> None:
         path = root / runs.run("detection", b)
         path.mkdir(parents=True)
         ap = {"AP": 40.0 + b.seed + (b.init == "sparse") * (b.seed - 1), "AP50": 60.0, "AP75": None}
+        if b.seed in (nan_ap or {}).get(b.init, []):
+            ap["AP"] = math.nan
         (path / "metrics.json").write_text(json.dumps({"bbox": ap, "segm": ap}))
 
 
@@ -108,6 +112,29 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     provenance = pd.read_csv(out / "runs.csv")
     assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
     assert (out / "pretrain_loss.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
+
+
+def test_each_value_says_how_many_seeds_it_rests_on(tmp_path):
+    """A seed with a non-finite result is left out of a mean and of a claim's pairs, and the tables say so: one
+    SparK seed's AP is NaN, then every scratch seed's (no pair left: the claim is inconclusive, not an error)."""
+    write_runs(tmp_path, nan_ap={"sparse": [2]})
+    out = tmp_path / "results"
+    report(PARAMS, out, root=tmp_path)
+    coco = pd.read_csv(out / "coco.csv").set_index("init")
+    assert coco.loc["SparK", "AP^bb"] == pytest.approx(40.0)  # seeds 0 and 1: 39 and 41
+    assert (coco.loc["SparK", "AP^bb seeds"], coco.loc["scratch", "AP^bb seeds"], coco.loc["SparK", "seeds"]) == (2, 3, 3)
+    assert "40.00 ± 1.41 (2 of 3 seeds)" in (out / "coco.md").read_text()
+    claims = pd.read_csv(out / "claims.csv").set_index("claim")
+    detection = claims.loc["SparK > scratch, detection AP^bb (resnet50)"]
+    assert (detection["seeds"], detection["seeds run"]) == (2, 3)
+    assert "| 2 of 3 (non-finite results left out) |" in (out / "claims.md").read_text()
+
+    write_runs(tmp_path / "all-nan", nan_ap={"scratch": [0, 1, 2]})
+    report(PARAMS, out, root=tmp_path / "all-nan")
+    claims = pd.read_csv(out / "claims.csv").set_index("claim")
+    detection = claims.loc["SparK > scratch, detection AP^bb (resnet50)"]
+    assert (detection["seeds"], detection["verdict"]) == (0, "inconclusive") and math.isnan(detection["difference"])
+    assert list(claims["verdict"])[:2] == ["reproduced", "reproduced"]  # the other claims stand
 
 
 def test_a_missing_run_is_named(tmp_path):

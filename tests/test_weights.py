@@ -130,7 +130,7 @@ def test_rejects_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="does not fit 'resnet18'"):
         load_checkpoint(model, tmp_path / "r50.pth")
     torch.save(spark_model("resnet18", 64, decoder_width=128).state_dict(), tmp_path / "wide.pth")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"tensors do not fit 'resnet18': size mismatch for decoder\.head"):
         load_checkpoint(model, tmp_path / "wide.pth")
     torch.save({"model": argparse.Namespace(code="arbitrary object")}, tmp_path / "pickle.pth")
     with pytest.raises(CheckpointError, match="weights-only"):

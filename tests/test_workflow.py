@@ -152,9 +152,10 @@ def test_every_branch_expands_to_one_job_per_stage(preset, described):
     assert jobs["detection"] == len(list(detection_branches(params)))
 
 
-def test_paper_dry_run_lists_every_job_without_the_data():
+def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
     assert not Path(load_params(PRESETS["paper"])["pretrain"]["data"]).exists()
-    text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], REPO)
+    root = checkout(tmp_path, "mini")  # Snakemake keeps its state in .snakemake/ of the directory it runs in
+    text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], root)
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
     assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "4", "tables": "1",
                      "total": "23"}
@@ -302,9 +303,21 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
         trained = [[int(e) for e in re.findall(r"epoch (\d)/2  loss", text)] for text in (before, resumed)]
         assert trained[0] in (list(range(1, epoch)), list(range(1, epoch + 1))), run_dir
         assert trained[1] == list(range(epoch + 1, 3)), run_dir
-    pretrainings = len(list(pretrain_branches(load_params(root / "params.yaml"))))
-    assert len(list(root.glob("runs/smoke/pretrain/**/encoder.pth"))) == pretrainings
+    params = load_params(root / "params.yaml")
+    assert len(list(root.glob("runs/smoke/pretrain/**/encoder.pth"))) == len(list(pretrain_branches(params)))
     assert re.search(r"^total\s+0$", run(command, root), re.M)  # no job left
+
+    # A params edit reruns exactly the jobs whose section it changes (Snakemake's params trigger on the hash of
+    # each job's resolved section): the zero_out ablation's mask ratio, its pretraining only; a fine-tuning key,
+    # no pretraining.
+    def planned(edit: dict) -> list[str]:
+        (root / "params.yaml").write_text(yaml.safe_dump({**params, **edit}, sort_keys=False))
+        return re.findall(r"^\s+output: ([^,\s]+)", run([*command, "-n"], root), re.M)  # each job's first
+
+    zero_out = {**params["ablations"]["zero_out"], "mask_ratio": 0.5}
+    assert planned({"ablations": {**params["ablations"], "zero_out": zero_out}}) == [
+        "runs/smoke/pretrain/resnet18/zero_out/seed0/encoder.pth"]
+    assert planned({"finetune": {**params["finetune"], "base_lr": 0.05}}) == []
 
 
 @pytest.mark.slow

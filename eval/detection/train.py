@@ -67,6 +67,16 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name: str) -> COCOEvaluator:
         return build_evaluator(dataset_name, Path(cfg.OUTPUT_DIR) / "inference")
 
+    def state_dict(self) -> dict:
+        """Detectron2 0.6 checkpoints the iteration and the lr scheduler but not the optimizer its inner trainer
+        steps: a resumed run would restart AdamW's moments and take one step at the warmup's first lr. Later
+        Detectron2 versions save it the same way."""
+        return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._trainer.load_state_dict(state_dict["_trainer"])
+
     def build_writers(self) -> list[EventWriter]:
         out = Path(self.cfg.OUTPUT_DIR)
         return [
@@ -126,6 +136,18 @@ def train(config: DetectionConfig, init: str, out: str | Path) -> Metrics | None
     out.mkdir(parents=True, exist_ok=True)
     for name in ("detectron2", "eval"):
         setup_logger(str(out), distributed_rank=comm.get_rank(), name=name)
+    trainer = build_trainer(config, init, out)
+    trainer.train()
+    if not comm.is_main_process():
+        return None
+    metrics = summarize(trainer._last_eval_results)  # set by DefaultTrainer's final evaluation
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def build_trainer(config: DetectionConfig, init: str, out: Path) -> Trainer:
+    """The trainer :func:`train` runs, its model as training starts: a checkpoint in ``out`` if there is one (a
+    resumed run), else ``init``'s encoder in the backbone (random for ``"scratch"``)."""
     encoder = None if init == SCRATCH else read_encoder_state_dict(init)
     num_classes = register_datasets(config)
     cfg = build_cfg(config, num_classes, out, comm.get_world_size())
@@ -139,12 +161,7 @@ def train(config: DetectionConfig, init: str, out: str | Path) -> Metrics | None
         load_encoder(model.backbone.bottom_up, encoder)
         logger.info("initialised every backbone parameter and buffer from %s", init)
     trainer.resume_or_load(resume=True)  # a checkpoint in `out` takes precedence over the init
-    trainer.train()
-    if not comm.is_main_process():
-        return None
-    metrics = summarize(trainer._last_eval_results)  # set by DefaultTrainer's final evaluation
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return trainer
 
 
 def run(config: DetectionConfig, init: str, out: str | Path, num_gpus: int, restart_on_change: bool = False) -> None:
