@@ -12,13 +12,12 @@ LOCK := requirements.lock
 setup: $(VENV)/.ready
 
 $(VENV)/.ready: pyproject.toml $(LOCK) workflow/scripts/install_detectron2.sh workflow/scripts/patch_detectron2.py \
-		workflow/scripts/install_data_packages.sh spark/csrc/masked_bn.cpp
+		workflow/scripts/install_data_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev]'
 	bash workflow/scripts/install_detectron2.sh $(BIN)/python
 	bash workflow/scripts/install_data_packages.sh
-	$(BIN)/python -c 'import spark.kernels; spark.kernels.masked_bn_ops()'  # build the native CPU kernels once
 	touch $@
 
 # Regenerate the lock from the tested .venv: the installed versions of what the project (with its dev extra) and

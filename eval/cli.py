@@ -29,7 +29,7 @@ from eval.pipeline.branches import SCRATCH, branch_config
 from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import STAGES, StageResources, stage_resources
 from spark.config import ConfigError, Section, load_params, with_overrides
-from spark.errors import run_command
+from spark.errors import InputError, run_command
 
 S = TypeVar("S", bound=Section)
 
@@ -84,6 +84,7 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
     process that computes on the CPU then keeps freed host memory for its next step
     (:mod:`spark.engine.host_memory`)."""
     params = load_params(args.params)
+    _check_output_dir(args.out)
     config = branch_config(params, schema, args.overrides, model=args.model, **branch)
     resources = stage_resources(with_overrides(params, args.overrides), schema.SECTION)
     from spark.engine import require_gpus
@@ -101,6 +102,16 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
     if not torch.cuda.is_available():
         retain_freed_memory()
     return config, resources
+
+
+def _check_output_dir(out: Path) -> None:
+    """``--out`` is a directory to create or to resume: a file standing where it or a parent of it would go stops
+    the command before any work."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(f"--out {out}: {path} exists and is not a directory")
+            return
 
 
 def _log_to_console() -> None:
@@ -157,7 +168,9 @@ def _report(args: argparse.Namespace, argv: list[str]) -> None:
     from eval.report import report
 
     params = load_params(args.params)
-    print(f"wrote {report(params, args.out or Path(layout(params).results))}")
+    out = args.out or Path(layout(params).results)
+    _check_output_dir(out)
+    print(f"wrote {report(params, out)}")
 
 
 def _estimate(args: argparse.Namespace, argv: list[str]) -> None:

@@ -38,7 +38,7 @@ def load_params(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
-    params = yaml.safe_load(path.read_text()) or {}
+    params = _parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return with_overrides(params, overrides)
@@ -63,7 +63,18 @@ def apply_override(params: dict[str, Any], item: str) -> None:
         if not isinstance(node.get(part), dict):
             raise ConfigError(f"override '{item}': no section {'.'.join(parents[: depth + 1])}")
         node = node[part]
-    node[leaf] = yaml.safe_load(text)
+    node[leaf] = _parse_yaml(text, f"override '{item}'")
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """YAML, or one line saying where it is not (a tab in the indentation, an unclosed bracket)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -8,18 +8,15 @@ over the visible sites. A ReLU that only this norm feeds is folded in (``relu``)
 input in the backward pass, so it costs no pass and no saved map. Its input may hold anything finite at masked
 positions: they enter neither the statistics nor the output, which is zero there.
 
-Two implementations compute it. On the CPU, in eager mode, native kernels (:mod:`spark.kernels`) do each step in
-one vectorised pass (two for the statistics). Elsewhere (CUDA, under ``torch.compile``, which fuses it with its
-neighbours, or where the kernels could not be built) a composite of PyTorch ops does, normalising with the native
-BatchNorm kernel (in fp32 for bf16 inputs, rounding once as the dense BN does).
+It is a composite of PyTorch ops on every device, eager or under ``torch.compile`` (which fuses it with its
+neighbours), normalising with the native BatchNorm kernel (in fp32 for bf16 inputs, rounding once as the dense BN
+does).
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-from . import kernels
 
 try:  # traceable by torch.compile, unlike torch.distributed's in-place collectives
     import torch.distributed._functional_collectives as funcol
@@ -36,10 +33,9 @@ def masked_batch_norm(x: Tensor, visible: Tensor, weight: Tensor | None, bias: T
     As in ``F.batch_norm``: in ``training`` the statistics are the visible sites' (all processes' with ``sync``)
     and the running statistics, when given, move toward them by ``momentum``; otherwise the running ones are used.
     """
-    native = _native_ops(x)
     if training:
         with torch.no_grad():
-            count, mean, deviations = native.stats(x, visible) if native else visible_moments(x, visible.to(x.dtype))
+            count, mean, deviations = visible_moments(x, visible.to(x.dtype))
         if sync:
             count, mean, deviations = merge_moments(_all_gather(torch.cat([count.reshape(1), mean, deviations])))
         var = deviations / count.clamp_min(1)
@@ -49,17 +45,7 @@ def masked_batch_norm(x: Tensor, visible: Tensor, weight: Tensor | None, bias: T
                 running_var.lerp_((deviations / (count - 1).clamp_min(1)).to(running_var.dtype), momentum)
     else:
         count, mean, var = None, running_mean, running_var
-    function = _NativeVisibleBatchNorm if native else _VisibleBatchNorm
-    return function.apply(x, visible, weight, bias, mean, var, count, eps, sync, relu)
-
-
-def _native_ops(x: Tensor):
-    """The native kernels when they serve ``x``: an eager CPU map in NCHW or NHWC layout."""
-    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.bfloat16)
-            or torch.compiler.is_compiling()
-            or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
-        return None
-    return kernels.masked_bn_ops()
+    return _VisibleBatchNorm.apply(x, visible, weight, bias, mean, var, count, eps, sync, relu)
 
 
 @torch.no_grad()
@@ -158,38 +144,3 @@ class _VisibleBatchNorm(torch.autograd.Function):
         return (grad_x, None, grad_weight if needs[2] else None, grad_bias if needs[3] else None,
                 None, None, None, None, None, None)
 
-
-class _NativeVisibleBatchNorm(torch.autograd.Function):
-    """The same op with the native CPU kernels: the forward is one pass, the backward two."""
-
-    @staticmethod
-    def forward(ctx, x, visible, weight, bias, mean, var, count, eps, sync, relu):
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        mean = mean.to(dtype)
-        invstd = torch.rsqrt(var.to(dtype) + eps)
-        scale = invstd if weight is None else (invstd * weight).to(dtype)
-        shift = torch.zeros_like(mean) if bias is None else bias.to(dtype)
-        ctx.save_for_backward(x, visible, mean, invstd, scale, shift, count)
-        ctx.sync, ctx.relu = sync, relu
-        return kernels.masked_bn_ops().apply(x, visible, mean, scale, shift, relu)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, visible, mean, invstd, scale, shift, count = ctx.saved_tensors
-        ops, needs = kernels.masked_bn_ops(), ctx.needs_input_grad
-        grad_out = grad_out.contiguous(memory_format=_memory_format(x))
-        sum_grad, sum_grad_centered = ops.grad_sums(grad_out, x, visible, mean, scale, shift, ctx.relu)
-        grad_x = None
-        if needs[0]:
-            if count is None:
-                k1 = k2 = torch.zeros_like(mean)
-            else:
-                mean_grad, mean_grad_centered = _reduced_gradient_sums(sum_grad, sum_grad_centered, count, ctx.sync)
-                k1, k2 = scale * mean_grad, scale * invstd.square() * mean_grad_centered
-            grad_x = ops.grad_input(grad_out, x, visible, mean, scale, shift, ctx.relu, k1, k2)
-        return (grad_x, None, sum_grad_centered * invstd if needs[2] else None, sum_grad if needs[3] else None,
-                None, None, None, None, None, None)
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    return torch.contiguous_format if x.is_contiguous() else torch.channels_last

@@ -53,17 +53,3 @@ def isolated_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield
     torch.use_deterministic_algorithms(False)
-
-
-@pytest.fixture(params=["native", "composite"])
-def masked_bn_implementation(request, monkeypatch):
-    """Runs a test with each implementation of the masked BatchNorm: the native CPU kernels (which must build
-    here) and the composite PyTorch ops that CUDA and torch.compile use."""
-    import spark.kernels
-    import spark.masked_bn
-
-    if request.param == "composite":
-        monkeypatch.setattr(spark.masked_bn, "_native_ops", lambda x: None)
-    elif spark.kernels.masked_bn_ops() is None:
-        pytest.fail("the native masked-BN kernels did not build (the warning above says why)")
-    return request.param

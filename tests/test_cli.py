@@ -65,6 +65,42 @@ def test_a_bad_value_names_its_key_before_any_work(stage, override, key, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+def _empty_class_folders(root: Path) -> None:
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (root / "folders" / split / name).mkdir(parents=True)
+    (root / "folders/train/cat/notes.txt").write_text("no image here")
+
+
+@pytest.mark.parametrize("argv, setup, message", [
+    (["pretrain", "--params", "tab.yaml", "--out", "run"], lambda root: (root / "tab.yaml").write_text(
+        "pretrain:\n\tepochs: 1\n"), "tab.yaml: not valid YAML, line 2 column 1: found character '\\t' that cannot "
+                                        "start any token"),
+    (["pretrain", "--params", "params.yaml", "--out", "run", "pretrain.epochs=[1,"], None,
+     "override 'pretrain.epochs=[1,': not valid YAML, line 1 column 4:"),
+    (["pretrain", "--params", "params.yaml", "--out", "taken"], lambda root: (root / "taken").write_text(""),
+     "--out taken: taken exists and is not a directory"),
+    (["finetune", "--params", "params.yaml", "--init", "scratch", "--out", "taken/run"],
+     lambda root: (root / "taken").write_text(""), "--out taken/run: taken exists and is not a directory"),
+    (["report", "--params", "params.yaml", "--out", "taken"], lambda root: (root / "taken").write_text(""),
+     "--out taken: taken exists and is not a directory"),
+    (["finetune", "--params", "params.yaml", "--init", "scratch", "--out", "run", "finetune.data=folders"],
+     _empty_class_folders, "params: finetune.data: folders/train: Found no valid file for the classes cat, dog."),
+], ids=["tab-in-params", "unclosed-override", "out-is-a-file", "out-under-a-file", "report-out-is-a-file",
+        "class-folders-without-images"])
+def test_malformed_files_are_one_line_naming_them(argv, setup, message, tmp_path, capsys, monkeypatch):
+    """A tab in the YAML, an --out where a file stands, image folders without images: one line, exit 2, nothing
+    written (instead of a parser's, os's or torchvision's traceback)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "configs/smoke.yaml", "params.yaml")
+    if setup:
+        setup(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(argv) == BAD_INPUT
+    assert error_line(capsys).startswith(f"spark {argv[0]}: error: {message}")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 @pytest.mark.parametrize("stage, section", [("pretrain", "pretrain"), ("finetune", "finetune"),
                                             ("detect", "detection")])
 @pytest.mark.parametrize("visible", [0, 1])

@@ -17,7 +17,6 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 DISTRIBUTION_OF = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "numpy": "numpy", "yaml": "pyyaml",
                    "tqdm": "tqdm", "PIL": "pillow"}  # import name -> the core distribution that provides it
 OPTIONAL = {"dvclive": "pipeline"}  # imported only when installed (spark.engine.metrics), and from which extra
-PROGRAMS = {"ninja"}  # core distributions spark runs rather than imports (spark.kernels' build)
 EXTRAS_ONLY = ["pandas", "scipy", "skimage", "sklearn", "pycocotools", "matplotlib", "dvclive", "tabulate", "jinja2",
                "snakemake", "dvc", "detectron2"]
 
@@ -37,8 +36,7 @@ def test_spark_imports_only_the_core_dependencies():
     imported = third_party_imports(REPO / "spark")
     assert imported == set(DISTRIBUTION_OF) | set(OPTIONAL), sorted(imported)
     core = {Requirement(r).name.lower() for r in PROJECT["dependencies"]}
-    assert {DISTRIBUTION_OF[name] for name in imported - set(OPTIONAL)} | PROGRAMS == core
-    assert all(f'"{program}"' in (REPO / "spark" / "kernels.py").read_text() for program in PROGRAMS)
+    assert {DISTRIBUTION_OF[name] for name in imported - set(OPTIONAL)} == core
     for name, extra in OPTIONAL.items():
         assert any(Requirement(r).name == name for r in PROJECT["optional-dependencies"][extra])
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.pipeline.stage_code import PACKAGES, RUNTIME_SOURCES, STAGE_ENTRIES, code_files, imported_files, stage_code
-from spark import kernels
+from eval.pipeline.stage_code import PACKAGES, STAGE_ENTRIES, code_files, imported_files, stage_code
 
 REPO = Path(__file__).resolve().parents[1]
 DVC_STAGE = {"prepare": "prepare", "pretrain": "pretrain", "pretrain_ablation": "pretrain",
@@ -54,11 +53,8 @@ def test_fine_tuning_code_does_not_rerun_pretraining_and_vice_versa():
     assert "spark/pretrain/optim.py" in pretrain and "spark/pretrain/optim.py" not in finetune | detection
     assert "spark/sparse.py" in pretrain & finetune & detection  # the encoder is everyone's
     assert not {"spark/sparse.py", "spark/engine/__init__.py"} & set(code_files("prepare"))  # but not the data's
-    # the C++ source the masked BN compiles is code of every stage that runs the encoder
-    assert RUNTIME_SOURCES["spark/kernels.py"] == (kernels.SOURCE.relative_to(REPO).as_posix(),)
-    assert "spark/csrc/masked_bn.cpp" in pretrain & finetune & detection
     assert set(code_files("tables")) == {p.relative_to(REPO).as_posix() for d in PACKAGES
-                                         for p in (REPO / d).rglob("*.py")} | {"spark/csrc/masked_bn.cpp"}
+                                         for p in (REPO / d).rglob("*.py")}
 
 
 @pytest.mark.parametrize("name", DVC_STAGE)

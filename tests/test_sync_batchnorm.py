@@ -19,11 +19,7 @@ def _inputs():
     return x, visible
 
 
-def _rank(rank: int, store: str, queue, implementation: str) -> None:
-    if implementation == "composite":
-        import spark.masked_bn
-
-        spark.masked_bn._native_ops = lambda x: None
+def _rank(rank: int, store: str, queue) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     x, visible = _inputs()
     bn = convert_sync_batchnorm(sparsify(nn.BatchNorm2d(5), mask := VisibleMask()))
@@ -38,7 +34,7 @@ def _rank(rank: int, store: str, queue, implementation: str) -> None:
     dist.destroy_process_group()
 
 
-def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementation, tmp_path):
+def test_synchronised_masked_batchnorm_matches_full_batch(tmp_path):
     x, visible = _inputs()
     bn = sparsify(nn.BatchNorm2d(5), mask := VisibleMask())
     xs = x.clone().requires_grad_(True)
@@ -50,7 +46,7 @@ def test_synchronised_masked_batchnorm_matches_full_batch(masked_bn_implementati
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     store = tmp_path / "store"  # a file rendezvous: no port to pick (gloo's own sockets get theirs from the OS)
-    procs = [ctx.Process(target=_rank, args=(r, store, queue, masked_bn_implementation)) for r in range(2)]
+    procs = [ctx.Process(target=_rank, args=(r, store, queue)) for r in range(2)]
     for p in procs:
         p.start()
     try:  # deadlines: a rank stuck in a collective fails the test instead of hanging it (and pytest's exit)

@@ -24,7 +24,7 @@ from eval.pipeline.dag import (
     detection_branches, finetune_branches, layout, pretrain_branches, validate, workflow_params,
 )
 from eval.pipeline.dvc_yaml import render
-from eval.pipeline.stage_code import PACKAGES, RUNTIME_SOURCES
+from eval.pipeline.stage_code import PACKAGES
 from spark.config import ConfigError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,11 +87,9 @@ def dvc_stages(root: Path) -> list[dict]:
     """Every DVC stage: name, dependencies (folders as their files, as Snakemake lists them), outputs, command."""
     from dvc.repo import Repo
 
-    sources = [root / source for sources in RUNTIME_SOURCES.values() for source in sources]
-
     def files(dep: Path) -> set[str]:
         code_folder = dep.is_dir() and dep.relative_to(root).parts[0] in PACKAGES
-        code = [*dep.rglob("*.py"), *(s for s in sources if s.is_relative_to(dep))] if code_folder else [dep]
+        code = dep.rglob("*.py") if code_folder else [dep]
         return {str(p.relative_to(root)) for p in code}
 
     with Repo(str(root)) as repo:

@@ -62,11 +62,18 @@ def image_folders(root: str | Path, train: Callable, val: Callable) -> tuple[Ima
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise ConfigError(f"params: finetune.data: no {split}/ folder in {root} (expected an ImageFolder root)")
-    train_set, val_set = ImageFolder(str(root / "train"), train), ImageFolder(str(root / "val"), val)
+    train_set, val_set = _image_folder(root / "train", train), _image_folder(root / "val", val)
     if train_set.classes != val_set.classes:
         raise ConfigError(f"params: finetune.data: {root}/train has {len(train_set.classes)} classes and "
                           f"{root}/val {len(val_set.classes)}; they must have the same class folders")
     return train_set, val_set
+
+
+def _image_folder(folder: Path, transform: Callable) -> ImageFolder:
+    try:
+        return ImageFolder(str(folder), transform)
+    except FileNotFoundError as err:  # no class folders, or a class folder without an image file
+        raise ConfigError(f"params: finetune.data: {folder}: {str(err).splitlines()[0]}") from None
 
 
 def batch_mixer(num_classes: int, *, mixup: float, cutmix: float, switch_prob: float, smoothing: float) -> Mixup:

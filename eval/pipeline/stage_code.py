@@ -24,8 +24,6 @@ STAGE_ENTRIES = {
     "detection": (CLI, "eval.detection.config", "eval.detection.train"),
     "tables": (CLI, "eval.pipeline.dag", "eval.report"),
 }
-# Files that a module reads at run time as code: the C++ source spark.kernels compiles into the masked-BN kernels.
-RUNTIME_SOURCES = {"spark/kernels.py": ("spark/csrc/masked_bn.cpp",)}
 # Stages that depend on all of the project's code: the tables stage validates every section of the params file,
 # which imports most of it, and takes seconds to rerun.
 WHOLE_PROJECT = ("tables",)
@@ -47,10 +45,8 @@ def stage_code(stage: str, root: Path = ROOT) -> list[str]:
 def code_files(stage: str, root: Path = ROOT) -> list[str]:
     """The files behind :func:`stage_code`, as the stage's Snakemake inputs."""
     paths = [root / p for p in stage_code(stage, root)]
-    sources = [root / source for sources in RUNTIME_SOURCES.values() for source in sources]
-    return sorted(p.relative_to(root).as_posix() for path in paths
-                  for p in ([*path.rglob("*.py"), *(s for s in sources if s.is_relative_to(path))] if path.is_dir()
-                            else [path]))
+    return sorted(p.relative_to(root).as_posix() for path in paths for p in (path.rglob("*.py") if path.is_dir()
+                                                                            else [path]))
 
 
 def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
@@ -69,7 +65,7 @@ def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
         tree = ast.parse((root / path).read_text(), path)
         nodes = tree.body if path == _module_file(CLI, root) else ast.walk(tree)
         todo += _imports(nodes, _package_of(path), root)
-    return sorted(seen | {source for path in seen for source in RUNTIME_SOURCES.get(path, ())})
+    return sorted(seen)
 
 
 def _imports(nodes: Iterable[ast.AST], package: str, root: Path) -> list[str]:

@@ -5,9 +5,8 @@ its first step spends a minute or more compiling, and a mini run lasts minutes. 
 runs of at least :data:`AUTO_MIN_STEPS` optimizer steps, on a device with a compiler backend (Triton on CUDA, a
 C++ compiler on CPU), and on a CPU only where torch runs its AVX512 kernels, in fp32:
 
-- with AVX2 kernels the convolutions, which compiling leaves as they are, are over 80 % of a SparK step, and the
-  native masked-BN kernels (:mod:`spark.kernels`) already fuse most of the rest: compiled and eager steps took
-  the same time (0.994x), so there the compile never pays;
+- with AVX2 kernels the convolutions, which compiling leaves as they are, are over 80 % of a SparK step: compiled
+  and eager steps took the same time (0.994x), so there the compile never pays;
 - in bf16 inductor's vectorised CPU kernels gave NaN gradients for a plain timm ResNet-18 (torch 2.14.1, AVX512;
   correct with vectorisation off), which would stop the run.
 
@@ -26,8 +25,8 @@ from torch import nn
 
 CompileSetting = Literal["auto"] | bool
 
-# Break-even measured on a 2-core CPU with AVX512 kernels (SparK resnet18, batch 32, fp32, before the native
-# masked-BN kernels): the ~100 s compile is repaid after ~230 steps at 128 px (0.47 s saved per step) but only
+# Break-even measured on a 2-core CPU with AVX512 kernels (SparK resnet18, batch 32, fp32, composite masked BN):
+# the ~100 s compile is repaid after ~230 steps at 128 px (0.47 s saved per step) but only
 # after ~2100 at 64 px (0.05 s). 3000 pays in both.
 AUTO_MIN_STEPS = 3000
 
