@@ -14,7 +14,8 @@ from pathlib import Path
 
 from eval.data.config import DataConfig
 from eval.data.paths import classification_data, detection_data
-from eval.pipeline.branches import METHOD, SCRATCH, branch_section
+from eval.arms import METHOD, SCRATCH
+from eval.pipeline.branches import branch_section
 from eval.pipeline.dag import (
     detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
     workflow_params,

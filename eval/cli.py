@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from eval.pipeline.branches import SCRATCH, branch_config
+from eval.arms import SCRATCH
+from eval.pipeline.branches import branch_config
 from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import STAGES, StageResources, stage_resources
 from spark.config import ConfigError, Section, load_params, with_overrides

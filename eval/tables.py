@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from . import reference
-from .pipeline.branches import METHOD, SCRATCH
+from .arms import METHOD, SCRATCH
 from .pipeline.dag import (
     ALL_LABELS, Branch, Layout, ablation_regimes, detection_branches, finetune_branches, label_regimes,
     pretrain_branches,

@@ -30,7 +30,7 @@ from eval.detection.convert import timm_resnet_to_detectron2  # noqa: E402
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET  # noqa: E402
 from eval.detection.train import (  # noqa: E402
     COCO_METRICS, Trainer, build_evaluator, build_trainer, register_datasets, summarize)
-from eval.pipeline.branches import SCRATCH  # noqa: E402
+from eval.arms import SCRATCH  # noqa: E402
 from spark.config import ConfigError, parse_section  # noqa: E402
 from spark.io import load_torch, save_torch  # noqa: E402
 from spark.model import SparKConfig, build_spark  # noqa: E402

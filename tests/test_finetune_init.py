@@ -6,7 +6,7 @@ import torch
 from timm.layers import DropPath
 
 from eval.finetune import build_classifier
-from eval.pipeline.branches import SCRATCH
+from eval.arms import SCRATCH
 from spark.model import SparKConfig, build_spark
 from spark.weights import CheckpointError
 from spark.io import save_torch

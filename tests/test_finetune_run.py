@@ -11,7 +11,7 @@ from PIL import Image
 
 from eval.finetune import FinetuneConfig, build_classifier, finetune
 from spark.config import load_params
-from eval.pipeline.branches import SCRATCH
+from eval.arms import SCRATCH
 from eval.cli import main as spark_cli
 from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
 from eval.finetune.loss import build_criterion

@@ -32,7 +32,7 @@ from eval.detection.convert import load_encoder
 from eval.detection.optim import build_optimizer
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
 from eval.detection.writer import DvcLiveWriter
-from eval.pipeline.branches import SCRATCH
+from eval.arms import SCRATCH
 from spark.config import ConfigError
 from spark.engine import check_resumable
 from spark.io import write_json, write_text

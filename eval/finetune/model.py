@@ -6,7 +6,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from eval.pipeline.branches import SCRATCH
+from eval.arms import SCRATCH
 from spark.weights import LoadReport, load_checkpoint
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable, TypeVar
 
+from eval.arms import METHOD
 from spark.config import ConfigError, Section, apply_override, merge
 
 S = TypeVar("S", bound=Section)
-METHOD = "sparse"  # the pretraining variant that is the method itself (not an ablation)
-SCRATCH = "scratch"  # a downstream run's init without pretrained weights (the baseline arm)
 
 
 def branch_section(params: dict[str, Any], name: str, model: str | None = None, variant: str | None = None,

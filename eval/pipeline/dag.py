@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 from spark.config import ConfigError, load_params
 
-from .branches import METHOD, SCRATCH, branch_config
+from ..arms import METHOD, SCRATCH
+from .branches import branch_config
 from .resources import STAGES, stage_resources
 
 DAG_KEYS = ("preset", "seeds", "pretrain_seed", "label_regimes", "ablation_regimes", "models", "ablation_models",

@@ -18,7 +18,7 @@ import yaml
 
 from spark.io import write_text
 
-from .branches import METHOD, SCRATCH
+from ..arms import METHOD, SCRATCH
 from .dag import DAG_KEYS, Layout
 from .resources import STAGES
 from .stage_code import ROOT, stage_code
