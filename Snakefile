@@ -4,37 +4,36 @@
     snakemake --cores all --configfile configs/smoke.yaml     # another preset (one whole params file)
     snakemake --workflow-profile workflow/profiles/slurm --configfile configs/paper.yaml
 
-Every rule is a thin shell over ``python -m eval.cli COMMAND``, the command dvc.yaml runs, on the same params file.
-The branches come from eval/pipeline/dag.py, and every path (outputs, logs, benchmarks) from its Layout, called here
-with wildcards; eval/pipeline/dvc_yaml.py calls it with DVC's placeholders to write dvc.yaml.
+Every rule is a thin shell over ``python -m eval.cli STAGE``, the command dvc.yaml runs, on the same params file.
+The stages and their branches come from eval/pipeline/stages.py (one generic rule for every training stage:
+workflow/rules/training.smk), and every path (outputs, logs, benchmarks) from the Layout of eval/pipeline/dag.py,
+called here with wildcards; eval/pipeline/dvc_yaml.py calls both with DVC's placeholders to write dvc.yaml.
 """
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from eval.data.config import DataConfig
-from eval.data.paths import classification_data, detection_data
 from eval.arms import METHOD, SCRATCH
+from eval.data.config import DataConfig
+from eval.data.paths import prepared_data
 from eval.pipeline.branches import branch_section
-from eval.pipeline.dag import (
-    detection_branches, finetune_branches, label_regimes, layout, pretrain_branches, pretrain_seed,
-    workflow_params,
-)
+from eval.pipeline.dag import Branch, label_regimes, layout, pretrain_seed
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
-from eval.pipeline.resubmissions import RESUBMITTED, resubmissions
+from eval.pipeline.resubmissions import resubmissions
 from eval.pipeline.stage_code import code_files
+from eval.pipeline.stages import training_stages, workflow_params
 from spark.provenance import params_hash
 
 PARAMS_FILE, PARAMS = workflow_params(workflow.configfiles, config)
 LAYOUT = layout(PARAMS)
-DATA = DataConfig.parse(PARAMS)
-CLASSIFICATION_MANIFEST = str(classification_data(DATA).manifest)
-DETECTION_MANIFEST = str(detection_data(DATA).manifest)
+PREPARED = prepared_data(DataConfig.parse(PARAMS))
+MANIFESTS = {kind: str(getattr(PREPARED, kind).manifest) for kind in ("classification", "detection")}
 VARIANTS = [METHOD, *(PARAMS["ablations"] or {})]
 
 
 ESTIMATE = json.loads(Path(LAYOUT.estimate).read_text()) if Path(LAYOUT.estimate).exists() else None
-CLUSTER_SCALE = any(r.gpus or r.nodes > 1 for r in (stage_resources(PARAMS, s) for s in RESUBMITTED))
+CLUSTER_SCALE = any(r.gpus or r.nodes > 1 for r in (stage_resources(PARAMS, s.name) for s in training_stages()))
 if ESTIMATE is None and CLUSTER_SCALE and workflow.is_main_process:  # GPU presets: where jobs meet time limits
     print(f"No cost estimate at {LAYOUT.estimate}: a failed training job is resubmitted as --retries says (the SLURM "
           f"profile: once); for runs longer than their job's time limit, write one first: spark estimate --params "
@@ -69,18 +68,10 @@ def stage_code(stage):
     return code_files(stage, Path(workflow.basedir))
 
 
-def init_encoder(wildcards):
-    """The encoder a fine-tuning or detection job starts from: none for scratch, else its pretraining run's
-    (every seed starts from the one pretraining, made with pretrain_seed)."""
-    if wildcards.init == SCRATCH:
-        return []
-    return [LAYOUT.encoder(wildcards.model, wildcards.init, pretrain_seed(PARAMS))]
-
-
-def section_hash(stage, model=None, variant=None, regime=None):
+def section_hash(section, model=None, variant=None, regime=None):
     """The section a job reads, resolved for its branch and hashed: Snakemake's params rerun trigger reruns the
     job when it changes, and only then."""
-    return params_hash(branch_section(PARAMS, stage, model, variant, regime)[stage])
+    return params_hash(branch_section(PARAMS, section, model, variant, regime)[section])
 
 
 wildcard_constraints:
@@ -97,7 +88,5 @@ rule all:
 
 
 include: "workflow/rules/prepare.smk"
-include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/finetune.smk"
-include: "workflow/rules/detection.smk"
-include: "workflow/rules/tables.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/report.smk"

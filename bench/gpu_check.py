@@ -220,7 +220,7 @@ def finetune(block: Block) -> tuple[str, dict[str, Any]]:
 
 def detection(block: Block) -> tuple[str, dict[str, Any]]:
     run = block.work / "detection"
-    block.spark("detect", "--params", SMOKE, "--out", run, "--init", "scratch", *block.smoke_overrides())
+    block.spark("detection", "--params", SMOKE, "--out", run, "--init", "scratch", *block.smoke_overrides())
     found = run_summary(run, "bbox", "segm")
     info = json.loads((run / "run.json").read_text())
     found.update(num_gpus=info["num_gpus"], device=info["hardware"])

@@ -34,7 +34,8 @@ from eval.data.paths import classification_data, detection_data
 from eval.detection.config import DetectionConfig
 from eval.finetune.config import FinetuneConfig
 from eval.pipeline.branches import branch_config
-from eval.pipeline.dag import Layout, detection_branches, finetune_branches, layout, pretrain_branches, validate
+from eval.pipeline.dag import Layout, layout
+from eval.pipeline.stages import STAGES, validate
 from eval.pipeline.resources import stage_resources
 from spark.config import ConfigError, Section, to_dict
 from spark.engine import Compilation, Precision, retain_freed_memory, set_deterministic, train_step
@@ -132,15 +133,15 @@ def plan(params: dict[str, Any]) -> tuple[list[Job], DataSizes]:
     validate(params)
     sizes, runs = data_sizes(params), layout(params)
     jobs = []
-    for branch in pretrain_branches(params):
+    for branch in STAGES["pretrain"].branches(params):
         config = branch_config(params, PretrainConfig, model=branch.model, variant=branch.init)
         jobs.append(_epoch_job(params, "pretrain", runs.run("pretrain", branch), config, sizes.pretrain))
-    for branch in finetune_branches(params):
+    for branch in STAGES["finetune"].branches(params):
         config = branch_config(params, FinetuneConfig, model=branch.model, regime=branch.regime)
         # label_split keeps max(1, round(fraction * n_c)) images of each class (ImageNet's classes: their mean)
         labelled = sizes.classes * max(1, round(config.label_fraction * sizes.labelled / sizes.classes))
         jobs.append(_epoch_job(params, "finetune", runs.run("finetune", branch), config, labelled))
-    for branch in detection_branches(params):
+    for branch in STAGES["detection"].branches(params):
         config = branch_config(params, DetectionConfig, model=branch.model)
         jobs.append(Job("detection", runs.run("detection", branch), config, _devices(params, "detection"),
                         config.max_iter * config.batch_size, config.max_iter))

@@ -17,10 +17,8 @@ import pandas as pd
 
 from . import reference
 from .arms import METHOD, SCRATCH
-from .pipeline.dag import (
-    ALL_LABELS, Branch, Layout, ablation_regimes, detection_branches, finetune_branches, label_regimes,
-    pretrain_branches,
-)
+from .pipeline.dag import ALL_LABELS, Branch, Layout, ablation_regimes, label_regimes
+from .pipeline.stages import STAGES
 from spark.errors import InputError
 
 from .stats import paired_difference
@@ -50,8 +48,8 @@ class Run:
 def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[Run]]:
     """Every branch's run of every stage; a missing ``metrics.json`` is an error naming the file."""
     layout = Layout(str(params["preset"]))
-    stages = {"pretrain": pretrain_branches(params), "finetune": finetune_branches(params),
-              "detection": detection_branches(params)}
+    stages = {"pretrain": STAGES["pretrain"].branches(params), "finetune": STAGES["finetune"].branches(params),
+              "detection": STAGES["detection"].branches(params)}
     runs: dict[str, list[Run]] = {}
     for stage, branches in stages.items():
         runs[stage] = []

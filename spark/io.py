@@ -70,3 +70,13 @@ def write_text(path: str | Path, text: str) -> None:
     """Write text atomically."""
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def check_output_dir(out: Path) -> None:
+    """``out`` is a directory to create or to resume: a file standing where it or a parent of it would go stops
+    the command before any work."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(f"--out {out}: {path} exists and is not a directory")
+            return

@@ -21,7 +21,7 @@ STAGE_ARGS = {  # the required arguments of each stage, beside --params
     "prepare": [],
     "pretrain": ["--out", "run"],
     "finetune": ["--init", "scratch", "--out", "run"],
-    "detect": ["--init", "scratch", "--out", "run"],
+    "detection": ["--init", "scratch", "--out", "run"],
     "report": [],
     "estimate": [],
 }
@@ -55,7 +55,7 @@ def test_every_stage_refuses_a_missing_params_file_with_one_line(stage, tmp_path
     ("prepare", "data.workers=0", "data.workers"),
     ("pretrain", "pretrain.mask_ratio=1.5", "pretrain.mask_ratio"),
     ("finetune", "finetune.nosuchkey=1", "finetune.nosuchkey"),
-    ("detect", "detection.max_iter=0", "detection.max_iter"),
+    ("detection", "detection.max_iter=0", "detection.max_iter"),
 ])
 def test_a_bad_value_names_its_key_before_any_work(stage, override, key, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -102,7 +102,7 @@ def test_malformed_files_are_one_line_naming_them(argv, setup, message, tmp_path
 
 
 @pytest.mark.parametrize("stage, section", [("pretrain", "pretrain"), ("finetune", "finetune"),
-                                            ("detect", "detection")])
+                                            ("detection", "detection")])
 @pytest.mark.parametrize("visible", [0, 1])
 def test_a_gpu_job_without_its_gpus_stops_before_any_work(stage, section, visible, tmp_path, capsys, monkeypatch):
     """``resources.<stage>.gpus: 2`` on a machine that shows fewer GPUs: one line naming the setting, what was asked

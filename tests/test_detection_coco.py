@@ -52,7 +52,7 @@ AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, math.inf
 
 
 def main(argv: list[str]) -> int:
-    return spark_cli(["detect", *argv])
+    return spark_cli(["detection", *argv])
 
 
 def shape_polygon(category: int, x: float, y: float, s: float) -> list[float]:

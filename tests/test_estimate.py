@@ -9,7 +9,8 @@ import pytest
 
 from eval.cli import main
 from eval.estimate import COCO_TRAIN_IMAGES, IMAGENET_TRAIN_IMAGES, Timing, cost, data_sizes, plan
-from eval.pipeline.dag import detection_branches, finetune_branches, layout, pretrain_branches
+from eval.pipeline.dag import layout
+from eval.pipeline.stages import STAGES
 from spark.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,9 +22,9 @@ def test_the_jobs_are_the_workflows():
     jobs, _ = plan(params)
     runs = layout(params)
     assert [job.run for job in jobs] == [
-        *(runs.run("pretrain", b) for b in pretrain_branches(params)),
-        *(runs.run("finetune", b) for b in finetune_branches(params)),
-        *(runs.run("detection", b) for b in detection_branches(params))]
+        *(runs.run("pretrain", b) for b in STAGES["pretrain"].branches(params)),
+        *(runs.run("finetune", b) for b in STAGES["finetune"].branches(params)),
+        *(runs.run("detection", b) for b in STAGES["detection"].branches(params))]
     # Seeds and inits share a timing; models, variants and recipes do not.
     recipes = {job.run: job.recipe for job in jobs}
     assert recipes["runs/paper/finetune/all/resnet50/scratch/seed0"] == recipes[

@@ -48,6 +48,6 @@ def test_detection_runs_on_one_node(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(Path(__file__).parents[1] / "configs/smoke.yaml", "params.yaml")
-    assert main(["detect", "--params", "params.yaml", "--init", "scratch", "--out", "run",
+    assert main(["detection", "--params", "params.yaml", "--init", "scratch", "--out", "run",
                  "resources.detection.nodes=2"]) == BAD_INPUT
     assert "params: resources.detection.nodes: detection runs on one node" in capsys.readouterr().err

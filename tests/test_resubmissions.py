@@ -82,7 +82,7 @@ def training_retries(workdir: Path, params: Path = REPO / "configs/smoke.yaml") 
                                 config_settings=ConfigSettings(configfiles=[params]),
                                 workdir=workdir)._workflow
         return {rule: workflow.get_rule(rule)._restart_times
-                for rule in ("prepare", "pretrain", "finetune", "detection", "tables")}
+                for rule in ("prepare", "pretrain", "finetune", "detection", "report")}
 
 
 def test_the_workflow_sizes_its_training_retries_by_the_estimate(tmp_path, capfd):
@@ -100,4 +100,4 @@ def test_the_workflow_sizes_its_training_retries_by_the_estimate(tmp_path, capfd
     (tmp_path / "runs/smoke").mkdir(parents=True)
     (tmp_path / "runs/smoke/estimate.json").write_text(json.dumps(estimate(("pretrain", 0.5), ("detection", 0.4))))
     assert training_retries(tmp_path) == {"prepare": None, "pretrain": 6, "finetune": 1, "detection": 3,
-                                          "tables": None}
+                                          "report": None}

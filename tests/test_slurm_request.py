@@ -15,7 +15,8 @@ import pytest
 import yaml
 from helpers import require
 
-from eval.pipeline.resources import STAGES, snakemake_resources, snakemake_threads, stage_resources
+from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
+from eval.pipeline.stages import STAGES
 from spark.config import load_params
 
 submit_string = require("snakemake_executor_plugin_slurm.submit_string")
@@ -24,8 +25,6 @@ plugin_utils = require("snakemake_executor_plugin_slurm.utils")
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
 PAPER = load_params(REPO / "configs/paper.yaml")
-RULES = {"prepare": "prepare", "pretrain": "pretrain", "finetune": "finetune", "detection": "detection",
-         "tables": "tables"}  # stage -> the Snakemake rule that runs it
 
 
 class Resources(dict):
@@ -43,8 +42,8 @@ def sbatch_options(stage: str, defaults: dict, params: dict = PAPER) -> dict[str
     default-resources), overridden by the rule's resources, overridden by the profile's set-resources."""
     r = stage_resources(params, stage)
     resources = Resources({**defaults, **snakemake_resources(r), **(PROFILE.get("set-resources") or {}).get(
-        RULES[stage], {})})
-    job = SimpleNamespace(resources=resources, threads=snakemake_threads(r), name=RULES[stage],
+        stage, {})})
+    job = SimpleNamespace(resources=resources, threads=snakemake_threads(r), name=stage,
                           is_group=lambda: False, wildcards=[])
     params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": "comment", "account": "",
               "partition": f"-p {resources['slurm_partition']}", "workdir": "."}

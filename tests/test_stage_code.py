@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.pipeline.stage_code import PACKAGES, STAGE_ENTRIES, code_files, imported_files, stage_code
+from eval.pipeline.stage_code import PACKAGES, code_files, entry_modules, imported_files, stage_code
+from eval.pipeline.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 DVC_STAGE = {"prepare": "prepare", "pretrain": "pretrain", "pretrain_ablation": "pretrain",
              "finetune_scratch": "finetune", "finetune": "finetune", "finetune_ablation": "finetune",
-             "detection_scratch": "detection", "detection": "detection", "tables": "tables"}
+             "detection_scratch": "detection", "detection": "detection", "report": "report"}
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -39,11 +40,11 @@ def test_imports_are_followed_inside_functions_relative_and_through_package_init
 
 
 def test_a_folder_is_named_only_when_the_stage_imports_all_of_it():
-    for stage in STAGE_ENTRIES:
-        files = set(imported_files(STAGE_ENTRIES[stage]))
+    for stage in STAGES:
+        files = set(imported_files(entry_modules(stage)))
         declared = set(code_files(stage))
         assert files <= declared, stage
-        if stage != "tables":  # the tables stage takes all the code (it validates every section)
+        if stage != "report":  # the report takes all the code (it validates every section)
             assert declared == files, stage
 
 
@@ -53,7 +54,7 @@ def test_fine_tuning_code_does_not_rerun_pretraining_and_vice_versa():
     assert "spark/pretrain/optim.py" in pretrain and "spark/pretrain/optim.py" not in finetune | detection
     assert "spark/sparse.py" in pretrain & finetune & detection  # the encoder is everyone's
     assert not {"spark/sparse.py", "spark/engine/__init__.py"} & set(code_files("prepare"))  # but not the data's
-    assert set(code_files("tables")) == {p.relative_to(REPO).as_posix() for d in PACKAGES
+    assert set(code_files("report")) == {p.relative_to(REPO).as_posix() for d in PACKAGES
                                          for p in (REPO / d).rglob("*.py")}
 
 

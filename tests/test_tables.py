@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from eval.pipeline.dag import detection_branches, finetune_branches, layout, pretrain_branches
+from eval.pipeline.dag import layout
+from eval.pipeline.stages import STAGES
 from eval.report import report
 from eval.tables import RunRecordError, display, load_runs, mean_std
 
@@ -33,7 +34,7 @@ def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, lis
     """The runs of PARAMS; ``nan_ap`` maps an init to the seeds whose detection AP came out NaN (COCO's AP of a
     category without predictions, or a diverged run)."""
     runs = layout(PARAMS)
-    for b in pretrain_branches(PARAMS):
+    for b in STAGES["pretrain"].branches(PARAMS):
         path = root / runs.run("pretrain", b)
         (path / "dvclive/plots/metrics").mkdir(parents=True)
         (path / "metrics.json").write_text(json.dumps({"epoch": 2, "loss": 0.5 + b.seed / 10}))
@@ -42,14 +43,14 @@ def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, lis
         commit = "0123456789abcdef" * 2 + "01234567"
         (path / "run.json").write_text(json.dumps({"git_commit": commit, "params_hash": "h", "seed": b.seed,
                                                    "wall_time_s": 90.0, "hardware": "cpu"}))
-    for b in finetune_branches(PARAMS):
+    for b in STAGES["finetune"].branches(PARAMS):
         if finetune_missing and b.init == "zero_out":
             continue
         path = root / runs.run("finetune", b)
         path.mkdir(parents=True)
         top1 = TOP1[b.regime, b.init][b.seed]
         (path / "metrics.json").write_text(json.dumps({"top1": top1, "top5": 95.0, "ema_top1": top1 + 0.5}))
-    for b in detection_branches(PARAMS):
+    for b in STAGES["detection"].branches(PARAMS):
         path = root / runs.run("detection", b)
         path.mkdir(parents=True)
         ap = {"AP": 40.0 + b.seed + (b.init == "sparse") * (b.seed - 1), "AP50": 60.0, "AP75": None}

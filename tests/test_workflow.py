@@ -20,9 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from eval.pipeline.dag import (
-    detection_branches, finetune_branches, layout, pretrain_branches, validate, workflow_params,
-)
+from eval.pipeline.dag import layout
+from eval.pipeline.stages import STAGES, validate, workflow_params
 from eval.pipeline.dvc_yaml import render
 from eval.pipeline.stage_code import PACKAGES
 from spark.config import ConfigError, load_params
@@ -125,7 +124,7 @@ def test_snakemake_and_dvc_describe_the_same_jobs(preset, described):
         stage = by_outputs.get(frozenset(job["outputs"]))
         assert stage is not None, f"no DVC stage writes {sorted(job['outputs'])}"
         assert job["cmd"] == stage["cmd"], stage["name"]
-        if job["rule"] == "tables":  # DVC cannot list a variable number of files: it depends on their folders
+        if job["rule"] == "report":  # DVC cannot list a variable number of files: it depends on their folders
             assert all(any(Path(i).is_relative_to(d) for d in stage["deps"]) for i in job["inputs"])
         else:
             assert job["inputs"] == stage["deps"], stage["name"]
@@ -143,11 +142,11 @@ def test_every_branch_expands_to_one_job_per_stage(preset, described):
         "pretrain": len(params["models"]) + ablation_branches,  # once, with pretrain_seed
         "finetune": per_seed * len(params["seeds"]),
         "detection": 2 * len(params["detection_models"]) * len(params["seeds"]),
-        "tables": 1,
+        "report": 1,
     }
-    assert jobs["pretrain"] == len(list(pretrain_branches(params)))
-    assert jobs["finetune"] == len(list(finetune_branches(params)))
-    assert jobs["detection"] == len(list(detection_branches(params)))
+    assert jobs["pretrain"] == len(list(STAGES["pretrain"].branches(params)))
+    assert jobs["finetune"] == len(list(STAGES["finetune"].branches(params)))
+    assert jobs["detection"] == len(list(STAGES["detection"].branches(params)))
 
 
 def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
@@ -155,7 +154,7 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
     root = checkout(tmp_path, "mini")  # Snakemake keeps its state in .snakemake/ of the directory it runs in
     text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], root)
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "4", "tables": "1",
+    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "4", "report": "1",
                      "total": "23"}
     for arch in ("resnet50", "convnext_base"):
         assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
@@ -165,8 +164,8 @@ def test_dvc_yaml_is_generated_from_the_layout(described):
     """dvc.yaml is current, and the run directories DVC expands from it are the Layout's, branch for branch."""
     assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: regenerate it with `make dvc.yaml`"
     params = load_params(PRESETS["mini"])
-    branches = {"pretrain": pretrain_branches, "finetune": finetune_branches, "detection": detection_branches}
-    expected = [layout(params).run(stage, b) for stage, of in branches.items() for b in of(params)]
+    expected = [layout(params).run(stage, b) for stage in ("pretrain", "finetune", "detection")
+                for b in STAGES[stage].branches(params)]
     expanded = [str(Path(o).parent) for s in described("mini")[1] for o in s["outputs"]
                 if o.endswith("/metrics.json")]
     assert sorted(expanded) == sorted(expected)
@@ -223,7 +222,7 @@ def check_tables(root: Path, params: dict) -> None:
                           len(params["ablation_regimes"]), ["difference"])
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
-    assert report.count("| pretrain ") == len(list(pretrain_branches(params)))
+    assert report.count("| pretrain ") == len(list(STAGES["pretrain"].branches(params)))
     assert (results / "pretrain_loss.png").stat().st_size > 0
 
 
@@ -302,7 +301,7 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
         assert trained[0] in (list(range(1, epoch)), list(range(1, epoch + 1))), run_dir
         assert trained[1] == list(range(epoch + 1, 3)), run_dir
     params = load_params(root / "params.yaml")
-    assert len(list(root.glob("runs/smoke/pretrain/**/encoder.pth"))) == len(list(pretrain_branches(params)))
+    assert len(list(root.glob("runs/smoke/pretrain/**/encoder.pth"))) == len(list(STAGES["pretrain"].branches(params)))
     assert re.search(r"^total\s+0$", run(command, root), re.M)  # no job left
 
     # A params edit reruns exactly the jobs whose section it changes (Snakemake's params trigger on the hash of
@@ -334,7 +333,7 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     edited = dict(params, ablations={"zero_out": {"encoder_mode": "zero_out", "mask_ratio": 0.5}})
     (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
     changed = re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M)
-    assert changed == ["pretrain_ablation@resnet18-zero_out", "tables"]
+    assert changed == ["pretrain_ablation@resnet18-zero_out", "report"]
     planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
     assert planned == changed
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -344,10 +343,10 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
     loss.write_text(original + "# an edit\n")
     changed = set(re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M))
     finetunes = {s["name"] for s in dvc_stages(root) if s["name"].startswith("finetune")}
-    assert changed == finetunes | {"tables"}
+    assert changed == finetunes | {"report"}
     snakemake = run([str(BIN / "snakemake"), "-n", "--cores", "1"], root)
     jobs = Counter(re.findall(r"^(?:local)?rule (\w+):", snakemake, re.M))
-    assert jobs == {"finetune": len(finetunes), "tables": 1, "all": 1}, snakemake[-2000:]
+    assert jobs == {"finetune": len(finetunes), "report": 1, "all": 1}, snakemake[-2000:]
     loss.write_text(original)  # DVC compares content (Snakemake would still see a newer file)
     assert "up to date" in run([dvc, "status"], root)
 
@@ -363,6 +362,46 @@ def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
            for e in revs}
     assert set(lrs) == {params["finetune"]["base_lr"], 0.05}  # each run's metrics kept beside its parameters
     assert all(math.isfinite(m["top1"]) and 0 <= m["top1"] <= 100 for m in lrs.values())
+
+
+TOY_STAGE = """
+
+def _count(job: Job) -> None:
+    from eval.data.config import DataConfig
+    from eval.data.paths import prepared_data
+    from spark.io import write_json
+
+    train = prepared_data(DataConfig.parse(job.config)).classification.train
+    write_json(job.args.out / "metrics.json", {"images": sum(1 for _ in train.rglob("*.png")), "model": job.args.model})
+
+
+STAGES["count"] = Stage("count", "count the labelled training images", _count,
+                        families=(Family("models", (SCRATCH,)),), data="classification")
+"""
+
+
+@pytest.mark.slow
+def test_a_stage_added_to_the_registry_runs_under_both_engines(tmp_path):
+    """A new stage is an entry in eval/pipeline/stages.py and its handler, nothing else: its subcommand, its
+    resources, its Snakemake rule and its dvc.yaml stage follow, and both engines run it (after prepare)."""
+    def with_resources(params: dict) -> None:
+        params["resources"]["count"] = {"threads": 1, "mem_mb": 1000, "runtime": 5}
+
+    root = checkout(tmp_path, "smoke", with_resources)
+    with (root / "eval/pipeline/stages.py").open("a") as registry:
+        registry.write(TOY_STAGE)
+    run([sys.executable, "-m", "eval.pipeline.dvc_yaml"], root)
+    assert "count" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    metrics = root / "runs/smoke/count/resnet18/scratch/seed0/metrics.json"
+    expected = {"images": 10 * 20, "model": "resnet18"}  # mini-in's classes x train_per_class in the smoke preset
+
+    run([str(BIN / "snakemake"), "--cores", "2", str(metrics.relative_to(root))], root)
+    assert json.loads(metrics.read_text()) == expected
+    shutil.rmtree(root / "runs/smoke/count")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "a count stage"], root)
+    assert "Running stage 'count@resnet18-0'" in run([str(BIN / "dvc"), "repro", "count"], root)
+    assert json.loads(metrics.read_text()) == expected
 
 
 def test_a_job_follows_its_stage_resources(monkeypatch):
@@ -395,7 +434,7 @@ def test_a_job_follows_its_stage_resources(monkeypatch):
     launched = []
     detection = types.SimpleNamespace(run=lambda config, init, out, num_gpus, restart: launched.append(num_gpus))
     monkeypatch.setitem(sys.modules, "eval.detection.train", detection)
-    assert eval.cli.main(["detect", *job, "--init", "scratch"]) == 0
+    assert eval.cli.main(["detection", *job, "--init", "scratch"]) == 0
     assert launched == [8]  # Detectron2 launches its workers
 
     threads, before = [], torch.get_num_threads()

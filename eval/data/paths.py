@@ -71,3 +71,15 @@ def detection_data(cfg: DataConfig) -> DetectionData:
     out = Path(cfg.root) / "coco"
     root = cfg.coco.root
     return DetectionData(coco2017_split(root, "train"), coco2017_split(root, "val"), out / MANIFEST_NAME)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Both datasets ``prepare`` writes or checks: what the other stages read (:attr:`Stage.data` names one)."""
+
+    classification: ClassificationData
+    detection: DetectionData
+
+
+def prepared_data(cfg: DataConfig) -> PreparedData:
+    return PreparedData(classification_data(cfg), detection_data(cfg))

@@ -1,7 +1,8 @@
-"""The reproduction DAG's shape: which branches run, where their files live, and the whole params file checked.
+"""The reproduction DAG's shape: which branches run (:class:`Family`, listed per stage in
+:mod:`eval.pipeline.stages`), where their files live (:class:`Layout`) and the params file's top level.
 
-The one definition of the run layout (:class:`Layout`): the Snakefile calls it with wildcards, the generator of
-``dvc.yaml`` (:mod:`eval.pipeline.dvc_yaml`) with DVC's placeholders, the tables stage with real names. Branches:
+The Snakefile calls the Layout with wildcards, the generator of ``dvc.yaml`` (:mod:`eval.pipeline.dvc_yaml`) with
+DVC's placeholders, the tables stage with real names. Branches:
 
 - pretraining: every model in ``models`` with the method (``sparse``), plus every ``ablations`` variant on the
   ``ablation_models``; once, with ``pretrain_seed`` (pretraining is the expensive stage: at paper scale, and in
@@ -17,27 +18,49 @@ initialisation (the pairing behind the report's intervals, :mod:`eval.stats`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
-from spark.config import ConfigError, load_params
+from spark.config import ConfigError
 
 from ..arms import METHOD, SCRATCH
-from .branches import branch_config
-from .resources import STAGES, stage_resources
 
 DAG_KEYS = ("preset", "seeds", "pretrain_seed", "label_regimes", "ablation_regimes", "models", "ablation_models",
             "detection_models", "ablations")  # the params file's top level besides the stage sections
 ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
-DEFAULT_PARAMS = "params.yaml"
 
 
 @dataclass(frozen=True)
 class Branch:
     model: str
     init: str  # a pretraining variant, or "scratch"
-    seed: int
+    seed: int | str
     regime: str | None = None  # fine-tuning only: the label regime
+
+
+@dataclass(frozen=True)
+class Family:
+    """Branches of one stage that share their shape, each axis named by the params key that lists its values or
+    given as the values: one DVC matrix stage, and together the stage's branches."""
+
+    model: str  # the params key of its models: models, ablation_models or detection_models
+    init: str | tuple[str]  # "ablations" (every variant), or the one init, e.g. (METHOD,)
+    regime: str | None = None  # label_regimes or ablation_regimes: one branch per label regime
+    seeds: bool = True  # one branch per seed in ``seeds``; else one, with ``pretrain_seed``
+    name: str = ""  # its DVC stage: the stage's name, then "_" + this
+
+    @property
+    def scratch(self) -> bool:
+        """Whether its branches start from random weights rather than a pretrained encoder."""
+        return self.init == (SCRATCH,)
+
+    def branches(self, params: dict[str, Any]) -> Iterator[Branch]:
+        inits = self.init if isinstance(self.init, tuple) else list(params[self.init] or {})
+        seeds = params["seeds"] if self.seeds else [pretrain_seed(params)]
+        for regime in list(params[self.regime] or []) if self.regime else [None]:
+            for seed in seeds:
+                for model in params[self.model] or []:
+                    for init in inits:
+                        yield Branch(model, init, seed, regime)
 
 
 @dataclass(frozen=True)
@@ -62,31 +85,21 @@ class Layout:
         return f"{self.runs}/estimate.json"
 
     def stage_runs(self, stage: str) -> str:
-        """The folder holding every run of ``stage`` (pretrain, finetune or detection)."""
+        """The folder holding every run of ``stage``."""
         return f"{self.runs}/{stage}"
 
-    def pretrain(self, model: str, variant: str, seed: int | str) -> str:
-        return f"{self.stage_runs('pretrain')}/{model}/{variant}/seed{seed}"
+    def run(self, stage: str, branch: Branch) -> str:
+        """The run directory of ``branch`` in ``stage``: ``<stage>/[<regime>/]<model>/<init>/seed<seed>``."""
+        regime = [] if branch.regime is None else [branch.regime]
+        return "/".join([self.stage_runs(stage), *regime, branch.model, branch.init, f"seed{branch.seed}"])
 
     def encoder(self, model: str, variant: str, seed: int | str) -> str:
         """The encoder a pretraining run exports: what fine-tuning and detection start from."""
-        return f"{self.pretrain(model, variant, seed)}/encoder.pth"
-
-    def finetune(self, model: str, init: str, seed: int | str, regime: str) -> str:
-        return f"{self.stage_runs('finetune')}/{regime}/{model}/{init}/seed{seed}"
-
-    def detection(self, model: str, init: str, seed: int | str) -> str:
-        return f"{self.stage_runs('detection')}/{model}/{init}/seed{seed}"
-
-    def run(self, stage: str, branch: Branch) -> str:
-        """The run directory of ``branch`` in ``stage`` (pretrain, finetune or detection)."""
-        if stage == "finetune":
-            return self.finetune(branch.model, branch.init, branch.seed, branch.regime)
-        return getattr(self, stage)(branch.model, branch.init, branch.seed)
+        return f"{self.run('pretrain', Branch(model, variant, seed))}/encoder.pth"
 
     def log(self, job: str, suffix: str = ".log") -> str:
         """A job's log (with ``suffix=".benchmark.tsv"``, its benchmark) under ``runs/<preset>/logs``, named after
-        its run directory, or its stage for prepare and tables."""
+        its run directory, or its stage for prepare and report."""
         return f"{self.runs}/logs/{job.removeprefix(f'{self.runs}/')}{suffix}"
 
 
@@ -104,82 +117,9 @@ def ablation_regimes(params: dict[str, Any]) -> list[str]:
     return list(params["ablation_regimes"] or [])
 
 
-def pretrain_branches(params: dict[str, Any]) -> Iterator[Branch]:
-    seed = pretrain_seed(params)
-    for model in params["models"]:
-        yield Branch(model, METHOD, seed)
-    for model in params["ablation_models"] or []:
-        for variant in params["ablations"] or {}:
-            yield Branch(model, variant, seed)
-
-
 def pretrain_seed(params: dict[str, Any]) -> int:
     """The seed of every pretraining run: each encoder is pretrained once, and every seed fine-tunes it."""
     return params["pretrain_seed"]
-
-
-def finetune_branches(params: dict[str, Any]) -> Iterator[Branch]:
-    for regime in label_regimes(params):
-        for seed in params["seeds"]:
-            for model in params["models"]:
-                yield Branch(model, SCRATCH, seed, regime)
-                yield Branch(model, METHOD, seed, regime)
-            if regime in ablation_regimes(params):
-                for model in params["ablation_models"] or []:
-                    for variant in params["ablations"] or {}:
-                        yield Branch(model, variant, seed, regime)
-
-
-def detection_branches(params: dict[str, Any]) -> Iterator[Branch]:
-    for seed in params["seeds"]:
-        for model in params["detection_models"] or []:
-            yield Branch(model, SCRATCH, seed)
-            yield Branch(model, METHOD, seed)
-
-
-def validate(params: dict[str, Any]) -> None:
-    """Check the whole params file as the DAG will use it: its shape, the section of every branch of every
-    stage, the stages' resources, and that the stages read the data ``prepare`` writes. Raises one
-    :class:`ConfigError` naming the first bad key."""
-    from eval.data.config import DataConfig
-    from eval.data.paths import classification_data, detection_data
-    from eval.detection.config import DetectionConfig
-    from eval.finetune.config import FinetuneConfig
-    from spark.pretrain.config import PretrainConfig
-
-    check_shape(params)
-    data = DataConfig.parse(params)
-    classification, detection = classification_data(data), detection_data(data)
-    for branch in pretrain_branches(params):
-        config = branch_config(params, PretrainConfig, model=branch.model, variant=branch.init)
-        _same_path(config.data, classification.pretrain, "pretrain.data")
-    for model in params["models"]:
-        for regime in label_regimes(params):
-            config = branch_config(params, FinetuneConfig, model=model, regime=regime)
-            _same_path(config.data, classification.train.parent, "finetune.data")
-    for model in params["detection_models"] or []:
-        config = branch_config(params, DetectionConfig, model=model)
-        _same_path(config.path(config.train_json), detection.train.annotations, "detection.train_json")
-    for stage in STAGES:
-        stage_resources(params, stage)
-    unknown = sorted(set(params.get("resources") or {}) - set(STAGES))
-    if unknown:
-        raise ConfigError(f"params: resources.{unknown[0]}: unknown stage (known: {', '.join(STAGES)})")
-
-
-def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
-                    default: str | Path = DEFAULT_PARAMS) -> tuple[str, dict[str, Any]]:
-    """The params file a Snakemake run uses and its validated content: the one ``--configfile`` given, else
-    ``params.yaml``. Stages read the file itself, so ``--config`` overrides (which would reach Snakemake but not
-    the stages, nor DVC) are refused."""
-    if len(configfiles) > 1:
-        raise ConfigError(f"pass one params file (--configfile), got {len(configfiles)}: the presets are complete")
-    path = str(configfiles[0]) if configfiles else str(default)
-    params = load_params(path)
-    if config and dict(config) != params:
-        raise ConfigError(f"--config overrides are not supported: edit {path}, which every stage reads")
-    validate(params)
-    return path, params
 
 
 def check_shape(params: dict[str, Any]) -> None:
@@ -225,7 +165,3 @@ def check_shape(params: dict[str, Any]) -> None:
         if not isinstance(overrides, dict) or not overrides:
             raise ConfigError(f"params: ablations.{name}: expected a non-empty mapping of pretrain keys")
 
-
-def _same_path(used: str | Path, written: Path, key: str) -> None:
-    if Path(used).resolve() != written.resolve():
-        raise ConfigError(f"params: {key}: {used} is not where the data section puts it ({written})")

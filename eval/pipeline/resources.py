@@ -2,7 +2,7 @@
 
 Snakemake reads it for its ``threads`` and ``resources`` (:func:`snakemake_threads`, :func:`snakemake_resources`:
 memory, runtime, GPUs; under the SLURM executor, one task with all of them); a training job itself
-(``spark pretrain|finetune|detect``, :mod:`eval.cli`) runs with ``threads / max(gpus, 1)`` torch threads per
+(``spark pretrain|finetune|detection``, :mod:`eval.cli`) runs with ``threads / max(gpus, 1)`` torch threads per
 process (when set) and, with ``gpus > 1``, one process per GPU (torchrun; Detectron2 launches its own workers).
 So a job runs the same under Snakemake, DVC and by hand.
 """
@@ -12,10 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from spark.config import ConfigError, parse_section, require
-
-STAGES = {"prepare": "prepare", "pretrain": "pretrain", "finetune": "finetune", "detection": "detect",
-          "tables": "report"}  # each stage of the DAG and the `spark` command its jobs run
-
 
 @dataclass(frozen=True)
 class StageResources:

@@ -11,15 +11,9 @@ import math
 from typing import Any
 
 from spark.config import ConfigError
-from spark.engine.run_config import TrainingConfig
 
 from .resources import stage_resources
-
-# The stop margin of each training stage's section when it sets none (spark/engine/run_config.py's default);
-# detection has none: Detectron2 runs to its time limit and resumes from its last periodic checkpoint.
-DEFAULT_STOP_MARGIN_S = {"pretrain": TrainingConfig.stop_margin_s, "finetune": TrainingConfig.stop_margin_s,
-                         "detection": 0}
-RESUBMITTED = tuple(DEFAULT_STOP_MARGIN_S)  # the stages whose runs continue in the next job
+from .stages import STAGES
 
 
 def jobs_needed(hours: float, runtime_min: int, stop_margin_s: float) -> int:
@@ -40,7 +34,14 @@ def resubmissions(params: dict[str, Any], stage: str, estimate: dict[str, Any] |
     if estimate is None:
         return 1
     runtime = stage_resources(params, stage).runtime
-    margin = (params.get(stage) or {}).get("stop_margin_s", DEFAULT_STOP_MARGIN_S[stage])
+    margin = (params.get(stage) or {}).get("stop_margin_s", default_stop_margin_s(stage))
     hours = [float(job["hours"]) for job in estimate.get("jobs", []) if job.get("stage") == stage]
     most = max((jobs_needed(h, runtime, margin) for h in hours), default=1)
     return most  # most - 1 resubmissions finish the longest run; one more is the spare
+
+
+def default_stop_margin_s(stage: str) -> float:
+    """How long before its time limit a job of ``stage`` stops when its section sets no ``stop_margin_s``: its
+    section's default (a :class:`~spark.engine.run_config.TrainingConfig`'s); none for a section without one, such
+    as detection's (Detectron2 runs to its time limit and resumes from its last periodic checkpoint)."""
+    return getattr(STAGES[stage].section(), "stop_margin_s", 0)

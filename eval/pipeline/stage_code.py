@@ -8,32 +8,35 @@ as ``deps``, in the folded form of :func:`stage_code` (a test holds the two toge
 from __future__ import annotations
 
 import ast
+import inspect
+import textwrap
 from pathlib import Path
 from typing import Iterable
+
+from .stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("spark", "eval")
 
-# Every job runs `python -m eval.cli COMMAND`; each command imports its stage's modules inside its function, so of the
-# CLI module only the top-level imports are followed, and each stage's own entries are listed here.
-CLI = "eval.cli"
-STAGE_ENTRIES = {
-    "prepare": (CLI, "eval.data.config", "eval.data.prepare"),
-    "pretrain": (CLI, "spark.pretrain"),
-    "finetune": (CLI, "eval.finetune"),
-    "detection": (CLI, "eval.detection.config", "eval.detection.train"),
-    "tables": (CLI, "eval.pipeline.dag", "eval.report"),
-}
-# Stages that depend on all of the project's code: the tables stage validates every section of the params file,
-# which imports most of it, and takes seconds to rerun.
-WHOLE_PROJECT = ("tables",)
+# Every job runs `python -m eval.cli STAGE`, which imports the stage's code inside the stage's handler: of the CLI
+# and the registry only the top-level imports are followed, and of each stage its handler's and its section's.
+CLI, REGISTRY = "eval.cli", "eval.pipeline.stages"
+
+
+def entry_modules(stage: str) -> tuple[str, ...]:
+    """The modules a stage's job starts from: the CLI, the stage's section and what its handler imports."""
+    handler = ast.parse(textwrap.dedent(inspect.getsource(STAGES[stage].handler)))
+    schema = STAGES[stage].schema
+    return (CLI, *([schema.split(":")[0]] if schema else []),
+            *dict.fromkeys(_imports(ast.walk(handler), REGISTRY.rsplit(".", 1)[0], ROOT)))
 
 
 def stage_code(stage: str, root: Path = ROOT) -> list[str]:
-    """The stage's code as DVC deps: a folder where the stage imports every file in it, else the files."""
-    if stage in WHOLE_PROJECT:
+    """The stage's code as DVC deps: a folder where the stage imports every file in it, else the files; all of
+    it for a stage that reads every section (the report, which takes seconds to rerun)."""
+    if STAGES[stage].whole_project:
         return list(PACKAGES)
-    files = imported_files(STAGE_ENTRIES[stage], root)
+    files = imported_files(entry_modules(stage), root)
     folded = set(files)
     for folder in sorted({str(Path(f).parent) for f in files}, key=lambda d: d.count("/"), reverse=True):
         inside = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
@@ -52,8 +55,8 @@ def code_files(stage: str, root: Path = ROOT) -> list[str]:
 def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
     """Every project file that importing and running ``modules`` may execute, sorted.
 
-    Follows ``import``/``from`` statements anywhere in a file (in the CLI module, its top-level ones only) and the
-    ``__init__`` of every package on the way.
+    Follows ``import``/``from`` statements anywhere in a file (in the CLI and the registry, their top-level ones
+    only) and the ``__init__`` of every package on the way.
     """
     seen: set[str] = set()
     todo = _with_parents(modules)
@@ -63,7 +66,7 @@ def imported_files(modules: tuple[str, ...], root: Path = ROOT) -> list[str]:
             continue
         seen.add(path)
         tree = ast.parse((root / path).read_text(), path)
-        nodes = tree.body if path == _module_file(CLI, root) else ast.walk(tree)
+        nodes = tree.body if path in (_module_file(CLI, root), _module_file(REGISTRY, root)) else ast.walk(tree)
         todo += _imports(nodes, _package_of(path), root)
     return sorted(seen)
 

@@ -3,8 +3,7 @@ rule prepare:
     input:
         code=stage_code("prepare"),
     output:
-        CLASSIFICATION_MANIFEST,
-        DETECTION_MANIFEST,
+        *MANIFESTS.values(),
     params:
         file=PARAMS_FILE,
         section=section_hash("data"),

@@ -117,7 +117,7 @@ def scratch_copy(root: Path) -> dict:
     # their slurmds).
     host = sh(["hostname", "-s"]).stdout.strip()
     placed = profile.setdefault("set-resources", {})
-    for rule in ("prepare", "pretrain", "finetune", "detection", "tables"):
+    for rule in ("prepare", "pretrain", "finetune", "detection", "report"):
         nodes = f"{host},{PAPER_NODE}" if rule == "pretrain" else host
         placed.setdefault(rule, {})["slurm_extra"] = f"'--nodelist={nodes}'"
     (root / SMOKE_PROFILE).mkdir(parents=True)
@@ -134,10 +134,11 @@ def scratch_copy(root: Path) -> dict:
     (root / SMOKE_PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     # The cost estimate `spark estimate` would write (its format; the hours of a run here, 2 jobs): the workflow
     # sizes the pretraining's retries by it.
-    from eval.pipeline.dag import layout, pretrain_branches
+    from eval.pipeline.dag import layout
+    from eval.pipeline.stages import STAGES
 
     lay = layout(params)
-    runs = [lay.pretrain(b.model, b.init, b.seed) for b in pretrain_branches(params)]
+    runs = [lay.run("pretrain", b) for b in STAGES["pretrain"].branches(params)]
     estimate = {"preset": params["preset"], "source": "cluster_check.py", "jobs": [
         {"stage": "pretrain", "run": run, "hours": LIMITED_HOURS, "device_hours": LIMITED_HOURS * 2} for run in runs]}
     (root / lay.estimate).parent.mkdir(parents=True, exist_ok=True)
@@ -315,9 +316,9 @@ def job_of(root: Path, run_dir: Path, rule: str) -> str | None:
 
 def start_reference(root: Path, params: dict) -> subprocess.Popen:
     """The smoke pretraining on 2 ranks of this machine, uninterrupted (no SLURM job: no time limit)."""
-    from eval.pipeline.dag import pretrain_branches
+    from eval.pipeline.stages import STAGES
 
-    branch = next(pretrain_branches(params))
+    branch = STAGES["pretrain"].branches(params)[0]
     env = {k: v for k, v in cluster_env().items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
     out = root / REFERENCE
     with (root / f"{REFERENCE}.log").open("w") as sink:

@@ -1,0 +1,234 @@
+"""The stages of the DAG, each defined once in :data:`STAGES`; the ``spark`` subcommands, ``resources.<stage>``,
+each stage's code, the params check, the Snakemake rules and dvc.yaml all derive from it.
+
+A stage's one name is its subcommand, its params section, its ``resources`` key, its folder under
+``runs/<preset>``, its Snakemake rule and its DVC stage. Adding a stage takes an entry here and its handler, the
+function its subcommand runs (docs/architecture.md shows one); then ``make dvc.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from spark.config import ConfigError, Section, load_params
+
+from ..arms import METHOD, SCRATCH
+from .branches import branch_config
+from .dag import Branch, Family, check_shape, layout
+from .resources import StageResources, stage_resources
+
+if TYPE_CHECKING:
+    from eval.data.paths import PreparedData
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of one stage's subcommand: argparse's flags and settings."""
+
+    flags: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def option(*flags: str, **settings: Any) -> Option:
+    return Option(flags, settings)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a handler runs: the branch's validated section (the whole params file for a stage without one), the
+    subcommand's options and the stage's resources."""
+
+    config: Any
+    args: argparse.Namespace
+    resources: StageResources
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its subcommand and handler, the section it reads, the branches it runs and what they exchange."""
+
+    name: str
+    help: str
+    handler: Callable[[Job], Iterable[Path] | None]  # returns the files it wrote when they are worth printing
+    schema: str | None = None  # "module:Class" of its section (a Section); None: it reads the whole params file
+    families: tuple[Family, ...] = ()  # its branches, one run directory each; none: one job per preset
+    data: str | None = None  # the manifest its branches read: "classification" or "detection"
+    outs: tuple[str, ...] = ()  # files of a run directory that other stages read, besides metrics.json
+    pretrains: bool = False  # a branch's init is the variant it pretrains, else the encoder it starts from
+    options: tuple[Option, ...] = ()  # its own command-line options
+    check: Callable[[Any, PreparedData], None] | None = None  # its section reads the data prepare writes
+    plots: bool = False  # its runs log dvclive plots
+    own_processes: bool = False  # it starts its own workers and sets up its own logging (Detectron2), one node
+    whole_project: bool = False  # its code is all of spark/ and eval/ (it reads every section)
+    conda: str = "spark"  # its environment: workflow/envs/<conda>.yaml
+
+    @property
+    def trains(self) -> bool:
+        """Whether its jobs are branches, each a resumable training run in its own directory."""
+        return bool(self.families)
+
+    @property
+    def regimes(self) -> bool:
+        return any(f.regime for f in self.families)
+
+    def section(self) -> type[Section] | None:
+        """The dataclass of its section, imported when a job or the params check needs it."""
+        if self.schema is None:
+            return None
+        module, name = self.schema.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def branches(self, params: dict[str, Any]) -> list[Branch]:
+        """Its families' branches by label regime, seed and model (in the params file's order), then family: the
+        order the tables list them in."""
+        regimes, seeds, models = (list(params[key] or []) for key in ("label_regimes", "seeds", "models"))
+        branches = [branch for family in self.families for branch in family.branches(params)]
+        return sorted(branches, key=lambda b: (regimes.index(b.regime) if b.regime in regimes else -1,
+                                               seeds.index(b.seed) if b.seed in seeds else -1,
+                                               models.index(b.model)))
+
+    def command(self, params_file: str, run: str, branch: Branch, start: str) -> list[str]:
+        """A branch's job, the same under both engines; ``start`` is the encoder it starts from (or scratch)."""
+        argv = ["python", "-m", "eval.cli", self.name, "--params", params_file, "--restart-on-change", "--out", run,
+                "--model", branch.model]
+        if branch.regime is not None:
+            argv += ["--regime", branch.regime]
+        argv += ["--variant", branch.init] if self.pretrains else ["--init", start]
+        return argv + ([f"{self.name}.seed={branch.seed}"] if self.schema else [])
+
+
+def _prepare(job: Job) -> list[Path]:
+    from eval.data.prepare import prepare
+
+    return prepare(job.config)
+
+
+def _pretrain(job: Job) -> None:
+    from spark.pretrain import pretrain
+
+    pretrain(job.config, job.args.out, init_from=job.args.init_from, restart_on_change=job.args.restart_on_change)
+
+
+def _finetune(job: Job) -> None:
+    from eval.finetune import finetune
+
+    finetune(job.config, job.args.out, job.args.init, job.args.restart_on_change)
+
+
+def _detection(job: Job) -> None:
+    import torch
+
+    from spark.engine import require_gpus
+
+    num_gpus = job.args.num_gpus
+    if num_gpus is not None:
+        require_gpus("--num-gpus", num_gpus)
+    from eval.detection.train import run  # Detectron2 is imported only once the params are valid
+
+    if num_gpus is None:
+        num_gpus = job.resources.gpus if job.resources.gpus > 1 else torch.cuda.device_count()
+    run(job.config, job.args.init, job.args.out, num_gpus, job.args.restart_on_change)
+
+
+def _report(job: Job) -> list[Path]:
+    from eval.report import report
+    from spark.io import check_output_dir
+
+    out = job.args.out or Path(layout(job.config).results)
+    check_output_dir(out)
+    return [report(job.config, out)]
+
+
+def _reads_pretraining_images(config: Any, data: PreparedData) -> None:
+    _same_path(config.data, data.classification.pretrain, "pretrain.data")
+
+
+def _reads_labelled_images(config: Any, data: PreparedData) -> None:
+    _same_path(config.data, data.classification.train.parent, "finetune.data")
+
+
+def _reads_coco(config: Any, data: PreparedData) -> None:
+    _same_path(config.path(config.train_json), data.detection.train.annotations, "detection.train_json")
+
+
+STAGES = {stage.name: stage for stage in (
+    Stage("prepare", "build the mini benchmark, or check ImageNet/COCO in place", _prepare,
+          schema="eval.data.config:DataConfig"),
+    Stage("pretrain", "SparK pretraining into one resumable run directory", _pretrain,
+          schema="spark.pretrain.config:PretrainConfig",
+          families=(Family("models", (METHOD,), seeds=False),
+                    Family("ablation_models", "ablations", seeds=False, name="ablation")),
+          data="classification", outs=("encoder.pth", "reconstruction.png"), pretrains=True, plots=True,
+          check=_reads_pretraining_images,
+          options=(option("--init-from", type=Path, help="initial weights (ours or the authors'); ignored on "
+                                                          "resume"),)),
+    Stage("finetune", "fine-tune an encoder (or from scratch) on an ImageFolder", _finetune,
+          schema="eval.finetune.config:FinetuneConfig",
+          families=(Family("models", (SCRATCH,), regime="label_regimes", name="scratch"),
+                    Family("models", (METHOD,), regime="label_regimes"),
+                    Family("ablation_models", "ablations", regime="ablation_regimes", name="ablation")),
+          data="classification", plots=True, check=_reads_labelled_images),
+    Stage("detection", "Mask R-CNN transfer on COCO-format data (Detectron2)", _detection,
+          schema="eval.detection.config:DetectionConfig",
+          families=(Family("detection_models", (SCRATCH,), name="scratch"), Family("detection_models", (METHOD,))),
+          data="detection", plots=True, check=_reads_coco, own_processes=True, conda="detectron2",
+          options=(option("--num-gpus", type=int, help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in "
+                                                        "this process (default: resources.detection.gpus when > 1, "
+                                                        "else every visible GPU)"),)),
+    Stage("report", "the paper's tables and REPORT.md from every run's metrics", _report, whole_project=True,
+          options=(option("--out", type=Path, help="default: results/<preset>"),)),
+)}
+
+
+def training_stages() -> list[Stage]:
+    """The stages whose jobs are branches, in the DAG's order."""
+    return [stage for stage in STAGES.values() if stage.trains]
+
+
+def validate(params: dict[str, Any]) -> None:
+    """Check the whole params file as the DAG will use it: its shape, the section of every branch of every
+    stage, the stages' resources, and that the stages read the data ``prepare`` writes. Raises one
+    :class:`ConfigError` naming the first bad key."""
+    from eval.data.config import DataConfig
+    from eval.data.paths import prepared_data
+
+    check_shape(params)
+    data = prepared_data(DataConfig.parse(params))
+    for stage in training_stages():
+        schema = stage.section()
+        sections = dict.fromkeys((b.model, b.init if stage.pretrains else None, b.regime)
+                                 for b in stage.branches(params))  # one per section, not per seed
+        for model, variant, regime in sections if schema else ():
+            config = branch_config(params, schema, model=model, variant=variant, regime=regime)
+            if stage.check:
+                stage.check(config, data)
+    for stage in STAGES:
+        stage_resources(params, stage)
+    unknown = sorted(set(params.get("resources") or {}) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"params: resources.{unknown[0]}: unknown stage (known: {', '.join(STAGES)})")
+
+
+def workflow_params(configfiles: list[str | Path], config: dict[str, Any],
+                    default: str | Path = DEFAULT_PARAMS) -> tuple[str, dict[str, Any]]:
+    """The params file a Snakemake run uses and its validated content: the one ``--configfile`` given, else
+    ``params.yaml``. Stages read the file itself, so ``--config`` overrides (which would reach Snakemake but not
+    the stages, nor DVC) are refused."""
+    if len(configfiles) > 1:
+        raise ConfigError(f"pass one params file (--configfile), got {len(configfiles)}: the presets are complete")
+    path = str(configfiles[0]) if configfiles else str(default)
+    params = load_params(path)
+    if config and dict(config) != params:
+        raise ConfigError(f"--config overrides are not supported: edit {path}, which every stage reads")
+    validate(params)
+    return path, params
+
+
+def _same_path(used: str | Path, written: Path, key: str) -> None:
+    if Path(used).resolve() != written.resolve():
+        raise ConfigError(f"params: {key}: {used} is not where the data section puts it ({written})")
