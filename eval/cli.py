@@ -145,7 +145,7 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
 
     setup_logging()
     model = load_model(args.checkpoint, args.arch, args.input_size)
-    write_reconstruction(model, load_images(args.images, model.input_size[0]), args.out, seed=args.seed)
+    write_reconstruction(model, load_images(args.images, model.config.input_size), args.out, seed=args.seed)
 
 
 def parser() -> argparse.ArgumentParser:

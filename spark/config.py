@@ -1,7 +1,13 @@
 """params.yaml: one file for every stage, validated up front, with dotted overrides.
 
 Each stage declares its section as a :class:`Section` dataclass (``PretrainConfig``, ``FinetuneConfig`` ...) and
-parses it with ``Config.parse(params)``. A bad value fails before any data is read, with one line naming the key::
+parses it with ``Config.parse(params)``. A field states its bounds in its annotation and its choices as a
+``Literal``::
+
+    mask_ratio: Annotated[float, Range(0, 1, "()")] = 0.6
+
+:func:`check_fields` checks them whenever the dataclass is built, from params or in Python; ``__post_init__`` adds
+only the rules that relate fields. A bad value fails before any data is read, with one line naming the key::
 
     params: pretrain.mask_ratio: must be in (0, 1), got 1.5
 """
@@ -9,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Iterable, Literal, TypeVar, Union
 
 import yaml
 
@@ -28,9 +35,113 @@ class ConfigError(InputError, ValueError):
 
 
 def require(condition: bool, key: str, message: str) -> None:
-    """Raise a :class:`ConfigError` for ``key`` unless ``condition`` holds (for ``__post_init__`` checks)."""
+    """Raise a :class:`ConfigError` for ``key`` unless ``condition`` holds (for the cross-field rules of a
+    ``__post_init__``)."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+class Constraint:
+    """What one field's value must satisfy, declared in its annotation (``Annotated[int, AtLeast(1)]``); ``str``
+    says it in the error message: ``must be {constraint}, got {value!r}``."""
+
+    def holds(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def check(self, value: Any, key: str) -> None:
+        if not self.holds(value):
+            raise ConfigError(f"{key}: must be {self}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range(Constraint):
+    """``low <= value <= high``; ``bounds`` opens either end as in interval notation (``"[)"``: ``low <= value <
+    high``)."""
+
+    low: float
+    high: float
+    bounds: Literal["[]", "[)", "(]", "()"] = "[]"
+
+    def holds(self, value: Any) -> bool:
+        left, right = self.bounds
+        above = self.low < value if left == "(" else self.low <= value
+        below = value < self.high if right == ")" else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"in {self.bounds[0]}{self.low}, {self.high}{self.bounds[1]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AtLeast(Constraint):
+    low: float
+
+    def holds(self, value: Any) -> bool:
+        return value >= self.low
+
+    def __str__(self) -> str:
+        return f">= {self.low}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Above(Constraint):
+    low: float
+
+    def holds(self, value: Any) -> bool:
+        return value > self.low
+
+    def __str__(self) -> str:
+        return f"> {self.low}"
+
+
+class OneOf(Constraint):
+    """One of ``choices``: what a ``Literal`` field declares, or names known only at run time (a registry's keys)."""
+
+    def __init__(self, *choices: Any) -> None:
+        self.choices = choices
+
+    def holds(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(map(repr, self.choices))}"
+
+
+DropPathRate = Annotated[float, Range(0, 1, "[)")]  # stochastic depth of a timm encoder, in every stage that has one
+
+
+def check_fields(config: Any) -> None:
+    """Check each field of the dataclass ``config`` against the constraints its annotation declares (``Annotated``
+    markers, a ``Literal``'s choices); a ``ConfigError`` names the field."""
+    for name, constraints in _constraints(type(config)).items():
+        value = getattr(config, name)
+        for constraint in constraints:
+            constraint.check(value, name)
+
+
+@functools.cache
+def _constraints(schema: type) -> dict[str, tuple[Constraint, ...]]:
+    hints = typing.get_type_hints(schema, include_extras=True)
+    found = {}
+    for field in dataclasses.fields(schema):
+        hint, constraints = hints[field.name], ()
+        if typing.get_origin(hint) is Annotated:
+            hint, *extras = typing.get_args(hint)
+            constraints = tuple(c for c in extras if isinstance(c, Constraint))
+        if typing.get_origin(hint) is Literal:
+            constraints = (OneOf(*typing.get_args(hint)), *constraints)
+        if constraints:
+            found[field.name] = constraints
+    return found
+
+
+class Checked:
+    """Base of a config dataclass: building it checks its fields (:func:`check_fields`). A subclass with rules
+    that relate fields calls ``check_fields(self)`` first in its own ``__post_init__``, then :func:`require` (not
+    ``super()``: in a section that is also a ``TrainingConfig``, that resolves to the run's ``__post_init__``)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def load_params(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -88,7 +199,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Section:
+class Section(Checked):
     """Base of a section's dataclass: ``SECTION`` names it in params.yaml, :meth:`parse` validates it there."""
 
     SECTION: ClassVar[str]
@@ -109,7 +220,8 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
 
 
 def from_dict(schema: type[T], raw: Any, prefix: str) -> T:
-    """Build dataclass ``schema`` from a mapping, checking keys and types; defaults fill missing keys."""
+    """Build dataclass ``schema`` from a mapping, checking keys and types (building it checks the values);
+    defaults fill missing keys."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix}: expected a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
@@ -173,8 +285,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {hint}")
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        OneOf(*args).check(value, key)
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

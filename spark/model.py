@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
-from .config import ConfigError, require
+from .config import AtLeast, Checked, ConfigError, DropPathRate, Range, check_fields, require
 from .decoder import LightDecoder
 from .densify import Densify
 from .encoder import Scales, create_encoder, encoder_scales, uses_layer_norm
@@ -26,43 +26,37 @@ DensifyNorm = Literal["auto", "bn", "ln", "none"]
 
 
 @dataclass(kw_only=True)
-class SparKConfig:
+class SparKConfig(Checked):
     """A SparK model: the timm encoder, the mask, the densify/decoder widths and the loss. Defaults are the paper's
-    ResNet-50 at 224 px. Every value is checked here, against the encoder's scales (built on the meta device, so
-    no weights are allocated); a bad one raises a :class:`~spark.config.ConfigError` naming its key."""
+    ResNet-50 at 224 px. Every value is checked here, the sizes against the encoder's scales (built on the meta
+    device, so no weights are allocated); a bad one raises a :class:`~spark.config.ConfigError` naming its key."""
 
     arch: str = "resnet50"
     input_size: int = 224
-    mask_ratio: float = 0.6
+    mask_ratio: Annotated[float, Range(0, 1, "()")] = 0.6
     decoder_width: int = 768
-    decoder_depth: int = 2  # 3x3 convs per UNet block (2 in the paper)
+    decoder_depth: Annotated[int, AtLeast(1)] = 2  # 3x3 convs per UNet block (2 in the paper)
     densify_norm: DensifyNorm = "auto"  # auto: LayerNorm for ConvNeXt-like encoders, BatchNorm otherwise
     encoder_mode: EncoderMode = "sparse"  # zero_out: the dense encoder on the zero-masked image (the ablation)
     loss_on: LossOn = "masked"
     hierarchy: int | None = None  # encoder scales feeding the decoder, coarsest first (None = all, 1 = single)
-    drop_path_rate: float = 0.0
+    drop_path_rate: DropPathRate = 0.0
     encoder_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # more timm.create_model arguments
 
     def __post_init__(self) -> None:
-        for key, kind in (("densify_norm", DensifyNorm), ("encoder_mode", EncoderMode), ("loss_on", LossOn)):
-            value = getattr(self, key)
-            require(value in kind.__args__, key,
-                    f"must be one of {', '.join(map(repr, kind.__args__))}, got {value!r}")
+        check_fields(self)
         scales = self.scales
         ratio = scales.downsample_ratio
         require(self.input_size > 0 and self.input_size % ratio == 0, "input_size",
                 f"must be a positive multiple of the downsample ratio {ratio} of '{self.arch}', got {self.input_size}")
-        require(0 < self.mask_ratio < 1, "mask_ratio", f"must be in (0, 1), got {self.mask_ratio}")
         cells = self.grid[0] * self.grid[1]
         require(0 < self.num_visible < cells, "mask_ratio",
                 f"{self.mask_ratio} keeps {self.num_visible} of the {cells} mask cells at {self.input_size} px; "
                 f"need 1..{cells - 1}")
         require(self.decoder_width > 0 and self.decoder_width % ratio == 0, "decoder_width",
                 f"must be a positive multiple of the downsample ratio {ratio}, got {self.decoder_width}")
-        require(self.decoder_depth >= 1, "decoder_depth", f"must be >= 1, got {self.decoder_depth}")
         require(self.hierarchy is None or 1 <= self.hierarchy <= len(scales.indices), "hierarchy",
                 f"must be in [1, {len(scales.indices)}] for '{self.arch}', got {self.hierarchy}")
-        require(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
 
     @property
     def scales(self) -> Scales:
@@ -101,25 +95,18 @@ class SparK(nn.Module):
         """Wrap ``encoder`` (a timm trunk with ``forward_intermediates``, of the scales ``scales``) as ``config``
         describes; :func:`build_spark` creates both from the config."""
         super().__init__()
-        ratio = scales.downsample_ratio
         self.config = config
-        self.arch = config.arch
-        self.input_size = (config.input_size, config.input_size)
-        self.downsample_ratio = ratio
-        self.grid = config.grid
-        self.mask_ratio = config.mask_ratio
-        self.num_visible = config.num_visible
-        self.encoder_mode = config.encoder_mode
-        self.loss_on = config.loss_on
-        self.scale_indices = list(scales.indices)
-        self.hierarchy = config.hierarchy or len(scales.indices)
+        self.scales = scales
+        # Read every step, so derived once: the config derives them from a meta build of the encoder, which is
+        # not cached when encoder_kwargs hold a list.
+        self.grid, self.num_visible = config.grid, config.num_visible
         self.visible_mask = VisibleMask()
 
         self.encoder = sparsify(encoder, self.visible_mask) if config.encoder_mode == "sparse" else encoder
         densify_norm, decoder_width = config.densify_norm, config.decoder_width
         if densify_norm == "auto":
             densify_norm = "ln" if uses_layer_norm(encoder) else "bn"
-        coarse_first = list(reversed(scales.channels))[: self.hierarchy]
+        coarse_first = list(reversed(scales.channels))[: config.hierarchy or len(scales.indices)]
         self.densify = nn.ModuleList(
             Densify(
                 channels,
@@ -129,7 +116,12 @@ class SparK(nn.Module):
             )
             for i, channels in enumerate(coarse_first)
         )
-        self.decoder = LightDecoder(decoder_width, ratio, depth=config.decoder_depth)
+        self.decoder = LightDecoder(decoder_width, scales.downsample_ratio, depth=config.decoder_depth)
+
+    @property
+    def downsample_ratio(self) -> int:
+        """Input pixels per mask cell: the encoder's total stride."""
+        return self.scales.downsample_ratio
 
     def sample_visible(self, batch: int, device: torch.device | str | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
@@ -144,12 +136,13 @@ class SparK(nn.Module):
         return self.forward_loss(images, prediction, visible)
 
     def forward_encoder(self, images: Tensor, visible: Tensor) -> list[Tensor]:
-        """Encoder maps of the masked image, coarsest first (``hierarchy`` of them)."""
+        """Encoder maps of the masked image, coarsest first (``hierarchy`` of them: one per densify layer)."""
         self._check_input(images, visible)
         masked = images * upsample_visible(visible, images.shape[-2:]).to(images.dtype)
         with self.visible_mask.use(visible):
-            features = self.encoder.forward_intermediates(masked, indices=self.scale_indices, intermediates_only=True)
-        return features[::-1][: self.hierarchy]
+            features = self.encoder.forward_intermediates(masked, indices=list(self.scales.indices),
+                                                          intermediates_only=True)
+        return features[::-1][: len(self.densify)]
 
     def forward_decoder(self, features: list[Tensor], visible: Tensor) -> Tensor:
         """Densify each map and decode; the prediction is in per-patch normalised pixel space (B, 3, H, W)."""
@@ -158,7 +151,8 @@ class SparK(nn.Module):
         return self.decoder(dense)
 
     def forward_loss(self, images: Tensor, prediction: Tensor, visible: Tensor) -> Tensor:
-        return masked_patch_loss(images, prediction, visible, self.downsample_ratio, masked_only=self.loss_on == "masked")
+        masked_only = self.config.loss_on == "masked"
+        return masked_patch_loss(images, prediction, visible, self.downsample_ratio, masked_only=masked_only)
 
     @torch.no_grad()
     def predict(self, images: Tensor, visible: Tensor) -> Tensor:

@@ -117,12 +117,12 @@ def load_checkpoint(model: nn.Module, source: str | PathLike | Mapping[str, Any]
         state = to_our_naming(state) if layout == "authors-spark" else state
         encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         rest = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-        report = _load_encoder(model.encoder, model.arch, encoder, layout)
+        report = _load_encoder(model.encoder, model.config.arch, encoder, layout)
         _load_strict(model, rest, exclude_prefix="encoder.")
         return report
     encoder = read_encoder_state_dict(state)
     target = model.encoder if isinstance(model, SparK) else model
-    arch = model.arch if isinstance(model, SparK) else _timm_arch(model)
+    arch = model.config.arch if isinstance(model, SparK) else _timm_arch(model)
     return _load_encoder(target, arch, encoder, layout)
 
 
@@ -150,7 +150,7 @@ def _load_encoder(target: nn.Module, arch: str, state: dict[str, Tensor], layout
     return LoadReport(layout, missing, ignored)
 
 
-def _load_strict(model: nn.Module, state: dict[str, Tensor], exclude_prefix: str) -> None:
+def _load_strict(model: SparK, state: dict[str, Tensor], exclude_prefix: str) -> None:
     expected = {k for k in model.state_dict() if not k.startswith(exclude_prefix)}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -158,7 +158,7 @@ def _load_strict(model: nn.Module, state: dict[str, Tensor], exclude_prefix: str
             f"SparK checkpoint does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]} "
             "(different decoder width/depth, hierarchy or densify norm?)"
         )
-    _copy_checked(model, state, getattr(model, "arch", "model"))
+    _copy_checked(model, state, model.config.arch)
 
 
 def _copy_checked(model: nn.Module, state: dict[str, Tensor], arch: str) -> None:

@@ -7,9 +7,9 @@ in the generator, versioned by :data:`eval.data.build.GENERATOR_VERSION`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from spark.config import Section, require
+from spark.config import AtLeast, Checked, Range, Section, check_fields, require
 
 FASHION_MNIST_TRAIN_PER_CLASS = 6000
 FASHION_MNIST_TEST_PER_CLASS = 1000
@@ -17,68 +17,50 @@ FASHION_MNIST_CLASSES = 10
 
 
 @dataclass
-class MiniInConfig:
+class MiniInConfig(Checked):
     """mini-in, the ImageNet stand-in: one Fashion-MNIST object per photo crop, ImageFolder layout, plus an
-    ``unlabeled/`` pool for pretraining (no class folders: pretraining cannot see a label)."""
+    ``unlabeled/`` pool for pretraining (no class folders: pretraining cannot see a label). Train images draw
+    distinct Fashion-MNIST train items, val images distinct test items: no object repeats."""
 
-    image_size: int = 128
-    classes: int = FASHION_MNIST_CLASSES
-    train_per_class: int = 500
-    val_per_class: int = 100
+    image_size: Annotated[int, AtLeast(32)] = 128
+    classes: Annotated[int, Range(1, FASHION_MNIST_CLASSES)] = FASHION_MNIST_CLASSES
+    train_per_class: Annotated[int, Range(1, FASHION_MNIST_TRAIN_PER_CLASS)] = 500
+    val_per_class: Annotated[int, Range(1, FASHION_MNIST_TEST_PER_CLASS)] = 100
     unlabeled_per_class: int = 0  # 0: no pool, pretraining reads train/ (as on ImageNet)
 
     def __post_init__(self) -> None:
-        require(self.image_size >= 32, "image_size", f"must be >= 32, got {self.image_size}")
-        require(1 <= self.classes <= FASHION_MNIST_CLASSES, "classes", f"must be in [1, 10], got {self.classes}")
-        # Train images draw distinct Fashion-MNIST train items, val images distinct test items: no object repeats.
-        require(1 <= self.train_per_class <= FASHION_MNIST_TRAIN_PER_CLASS, "train_per_class",
-                f"must be in [1, {FASHION_MNIST_TRAIN_PER_CLASS}], got {self.train_per_class}")
+        check_fields(self)
         spare = FASHION_MNIST_TRAIN_PER_CLASS - self.train_per_class  # the pool draws train items train/ did not
         require(0 <= self.unlabeled_per_class <= spare, "unlabeled_per_class",
                 f"must be in [0, {spare}] (Fashion-MNIST train items left after train/), "
                 f"got {self.unlabeled_per_class}")
-        require(1 <= self.val_per_class <= FASHION_MNIST_TEST_PER_CLASS, "val_per_class",
-                f"must be in [1, {FASHION_MNIST_TEST_PER_CLASS}], got {self.val_per_class}")
 
 
 @dataclass
-class MiniCocoConfig:
+class MiniCocoConfig(Checked):
     """mini-coco, the COCO stand-in: 1..max_objects occluding objects per photo crop, COCO instance JSON."""
 
-    image_size: int = 128
-    train_images: int = 400
-    val_images: int = 100
-    max_objects: int = 6
-
-    def __post_init__(self) -> None:
-        require(self.image_size >= 32, "image_size", f"must be >= 32, got {self.image_size}")
-        require(self.train_images >= 1, "train_images", f"must be >= 1, got {self.train_images}")
-        require(self.val_images >= 1, "val_images", f"must be >= 1, got {self.val_images}")
-        require(1 <= self.max_objects <= 20, "max_objects", f"must be in [1, 20], got {self.max_objects}")
+    image_size: Annotated[int, AtLeast(32)] = 128
+    train_images: Annotated[int, AtLeast(1)] = 400
+    val_images: Annotated[int, AtLeast(1)] = 100
+    max_objects: Annotated[int, Range(1, 20)] = 6
 
 
 @dataclass
-class ImageNetConfig:
+class ImageNetConfig(Checked):
     """A user-supplied ImageNet in ImageFolder layout; ``classes`` and ``check_images`` bound the validation."""
 
     root: str = "/datasets/imagenet"
-    classes: int = 1000
-    check_images: int = 100
-
-    def __post_init__(self) -> None:
-        require(self.classes >= 1, "classes", f"must be >= 1, got {self.classes}")
-        require(self.check_images >= 0, "check_images", f"must be >= 0, got {self.check_images}")
+    classes: Annotated[int, AtLeast(1)] = 1000
+    check_images: Annotated[int, AtLeast(0)] = 100
 
 
 @dataclass
-class CocoConfig:
+class CocoConfig(Checked):
     """A user-supplied COCO 2017 (``annotations/instances_{train,val}2017.json``, ``{train,val}2017/``)."""
 
     root: str = "/datasets/coco"
-    check_images: int = 50
-
-    def __post_init__(self) -> None:
-        require(self.check_images >= 0, "check_images", f"must be >= 0, got {self.check_images}")
+    check_images: Annotated[int, AtLeast(0)] = 50
 
 
 @dataclass
@@ -88,8 +70,8 @@ class DataConfig(Section):
     SECTION: ClassVar[str] = "data"
 
     root: str = "data"
-    seed: int = 0
-    workers: int = 2
+    seed: Annotated[int, AtLeast(0)] = 0
+    workers: Annotated[int, AtLeast(1)] = 2
     classification: Literal["mini-in", "imagenet"] = "mini-in"
     detection: Literal["mini-coco", "coco"] = "mini-coco"
     fashion_mnist: str = "/usr/share/datasets/fashion-mnist"
@@ -98,7 +80,3 @@ class DataConfig(Section):
     mini_coco: MiniCocoConfig = field(default_factory=MiniCocoConfig)
     imagenet: ImageNetConfig = field(default_factory=ImageNetConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)
-
-    def __post_init__(self) -> None:
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        require(self.workers >= 1, "workers", f"must be >= 1, got {self.workers}")

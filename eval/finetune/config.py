@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import timm
 
-from spark.config import ConfigError, parse_section, require
+from spark.config import AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require
 from spark.engine import CompileSetting, TrainingConfig
 
 from .data import IMAGENET_CROP_SCALE, train_transform
@@ -32,54 +32,45 @@ class FinetuneConfig(TrainingConfig):
 
     data: str  # ImageFolder root: train/<class>/*, val/<class>/*
     arch: str = DEFAULT_ARCH  # any timm classifier; layer decay < 1 needs a ResNet or a ConvNeXt
-    recipe: str  # where unset recipe keys come from; "auto" in params.yaml is resolved to the one named like arch
-    input_size: int = 224
+    # Where unset recipe keys come from; "auto" in params.yaml is resolved to the one named like arch.
+    recipe: Annotated[str, OneOf(*RECIPES)]
+    input_size: Annotated[int, AtLeast(32)] = 224
 
-    # The recipe (and global_batch, epochs, warmup_epochs, base_lr, weight_decay): no defaults here, a recipe
-    # fills what the section leaves out.
+    # The recipe (and epochs, warmup_epochs, base_lr, weight_decay): no defaults here, a recipe fills what the
+    # section leaves out.
+    global_batch: Annotated[int, AtLeast(2)]  # Mixup pairs each image with another of its batch
     optimizer: OptimizerName
-    layer_decay: float  # lr scale per layer: layer_decay ** (layers above it); 1 disables
-    mixup: float  # Mixup alpha; 0 turns Mixup and CutMix off (targets are still label-smoothed)
-    drop_path_rate: float
-    ema_decay: float
+    layer_decay: Annotated[float, Range(0, 1, "(]")]  # lr scale per layer: layer_decay ** (layers above it); 1 disables
+    mixup: Annotated[float, AtLeast(0)]  # Mixup alpha; 0 turns Mixup and CutMix off (targets are still label-smoothed)
+    drop_path_rate: DropPathRate
+    ema_decay: Annotated[float, Range(0, 1, "[)")]
 
     # The same in every recipe.
-    cutmix: float = 1.0  # CutMix alpha
-    mix_switch_prob: float = 0.5  # probability of CutMix instead of Mixup for a batch
-    label_smoothing: float = 0.1
+    cutmix: Annotated[float, AtLeast(0)] = 1.0  # CutMix alpha
+    mix_switch_prob: Annotated[float, Range(0, 1)] = 0.5  # probability of CutMix instead of Mixup for a batch
+    label_smoothing: Annotated[float, Range(0, 1, "[)")] = 0.1
     loss: Literal["auto", "bce", "ce"] = AUTO  # auto: BCE for LAMB, soft-target cross-entropy for AdamW
     augment: str = AUTO  # auto: TrivialAugmentWide below 384 px, AutoAugment "v0" from 384; trivial; none; a timm spec
-    erase_prob: float = 0.25  # RandomErasing probability
+    erase_prob: Annotated[float, Range(0, 1)] = 0.25  # RandomErasing probability
     crop_scale: tuple[float, float] = IMAGENET_CROP_SCALE  # RandomResizedCrop area range
-    eval_crop: float = 0.95  # resize the shorter side to input_size / eval_crop, then centre-crop input_size
+    # Resize the shorter side to input_size / eval_crop, then centre-crop input_size.
+    eval_crop: Annotated[float, Range(0, 1, "(]")] = 0.95
     ema_warmup: bool = False  # timm's EMA decay warmup, for runs too short for ema_decay (CPU presets)
-    label_fraction: float = 1.0  # labels kept per class (stratified, drawn from `seed`: the same split for every init)
-    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
+    # Labels kept per class (stratified, drawn from `seed`: the same split for every init).
+    label_fraction: Annotated[float, Range(0, 1, "(]")] = 1.0
+    eval_every: Annotated[int, AtLeast(1)] = 1  # epochs between evaluations (the last epoch is always evaluated)
     clip: float = 0.0  # the reference does not clip
     compile: CompileSetting = False
 
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an ImageFolder root with train/ and val/")
         require(timm.is_model(self.arch), "arch", f"unknown timm architecture {self.arch!r}")
-        require(self.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        require(self.input_size >= 32, "input_size", f"must be >= 32, got {self.input_size}")
-        require(self.global_batch >= 2, "global_batch", f"must be >= 2, got {self.global_batch}")
+        check_fields(self)
         TrainingConfig.__post_init__(self)
-        require(0 < self.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {self.layer_decay}")
         require(self.layer_decay == 1 or supports_layer_decay(self.arch), "layer_decay",
                 f"layer-wise lr decay is defined for timm ResNets and ConvNeXts, not {self.arch!r}; set it to 1")
-        require(self.mixup >= 0, "mixup", f"must be >= 0, got {self.mixup}")
-        require(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
-        require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
-        require(self.cutmix >= 0, "cutmix", f"must be >= 0, got {self.cutmix}")
-        require(0 <= self.mix_switch_prob <= 1, "mix_switch_prob", f"must be in [0, 1], got {self.mix_switch_prob}")
-        require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
-        require(0 <= self.erase_prob <= 1, "erase_prob", f"must be in [0, 1], got {self.erase_prob}")
         require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
                 f"must be two numbers 0 < low <= high <= 1, got {self.crop_scale}")
-        require(0 < self.eval_crop <= 1, "eval_crop", f"must be in (0, 1], got {self.eval_crop}")
-        require(0 < self.label_fraction <= 1, "label_fraction", f"must be in (0, 1], got {self.label_fraction}")
-        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
         try:
             train_transform(self.input_size, self.augment, self.erase_prob, self.crop_scale)
         except ValueError as err:

@@ -6,9 +6,9 @@ its own keys and the run its own, when the section is parsed, before any image i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from spark.config import require
+from spark.config import AtLeast, require
 from spark.engine import TrainingConfig
 from spark.model import SparKConfig
 
@@ -26,21 +26,19 @@ class PretrainConfig(SparKConfig, TrainingConfig):
     global_batch: int = 4096
     base_lr: float = 2e-4
     weight_decay: float = 0.04  # cosine from weight_decay to weight_decay_end over the run
-    weight_decay_end: float = 0.2
+    weight_decay_end: Annotated[float, AtLeast(0)] = 0.2
     clip: float = 5.0
     betas: Literal["auto"] | tuple[float, float] = "auto"  # auto: (0.9, 0.999) for ConvNeXt, (0.9, 0.95) otherwise
     skip_bad_images: bool = False  # skip and count unreadable images instead of stopping
     vis_data: str | None = None  # images for reconstruction.png (default: spread over ``data``)
-    vis_images: int = 8
+    vis_images: Annotated[int, AtLeast(0)] = 8
 
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an image folder or a manifest file")
-        SparKConfig.__post_init__(self)
+        SparKConfig.__post_init__(self)  # every field's constraints (check_fields), then the model's own rules
         TrainingConfig.__post_init__(self)
-        require(self.weight_decay_end >= 0, "weight_decay_end", f"must be >= 0, got {self.weight_decay_end}")
         require(self.betas == "auto" or (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)), "betas",
                 f"must be 'auto' or two numbers in [0, 1), got {self.betas}")
-        require(self.vis_images >= 0, "vis_images", f"must be >= 0, got {self.vis_images}")
 
     @property
     def adam_betas(self) -> tuple[float, float]:
