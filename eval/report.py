@@ -13,7 +13,7 @@ from spark.io import write_text
 
 from . import figures, reference
 from .pipeline.branches import branch_section
-from .pipeline.dag import ablation_regimes, check_shape
+from .pipeline.dag import DagConfig, ablation_regimes
 from .tables import (
     ablation_table, claims_table, coco_table, display, display_claims, imagenet_table, load_runs, provenance_table,
 )
@@ -45,7 +45,7 @@ VERDICT_RULE = (
 
 
 def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
-    check_shape(params)
+    DagConfig.parse(params)
     runs = load_runs(params, root)
     archs = {m: branch_section(params, "finetune", model=m)["finetune"]["arch"] for m in params["models"]}
     out.mkdir(parents=True, exist_ok=True)

@@ -112,10 +112,11 @@ DropPathRate = Annotated[float, Range(0, 1, "[)")]  # stochastic depth of a timm
 
 def check_fields(config: Any) -> None:
     """Check each field of the dataclass ``config`` against the constraints its annotation declares (``Annotated``
-    markers, a ``Literal``'s choices); a ``ConfigError`` names the field."""
+    markers, a ``Literal``'s choices); a ``ConfigError`` names the field. None (an optional field left unset)
+    satisfies them."""
     for name, constraints in _constraints(type(config)).items():
         value = getattr(config, name)
-        for constraint in constraints:
+        for constraint in constraints if value is not None else ():
             constraint.check(value, name)
 
 
@@ -227,18 +228,32 @@ def from_dict(schema: type[T], raw: Any, prefix: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
+        raise ConfigError(f"{_key(prefix, unknown[0])}: unknown key (known: {', '.join(fields)})")
     hints = typing.get_type_hints(schema)
     kwargs = {}
     for name in fields:
         if name in raw:
-            kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}.{name}")
+            kwargs[name] = _coerce(hints[name], raw[name], _key(prefix, name))
         elif fields[name].default is dataclasses.MISSING and fields[name].default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}.{name}: required key is missing")
+            raise ConfigError(f"{_key(prefix, name)}: required key is missing")
     try:
         return schema(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"{prefix}.{err}") from None
+        raise ConfigError(_key(prefix, str(err))) from None
+
+
+def parse_top_level(params: dict[str, Any], schema: type[T]) -> T:
+    """Validate the top-level keys of ``params`` that the dataclass ``schema`` declares (the others are sections);
+    errors read ``params: key: ...``."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    try:
+        return from_dict(schema, {key: value for key, value in params.items() if key in names}, "")
+    except ConfigError as err:
+        raise ConfigError(f"params: {err}") from None
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -185,8 +185,10 @@ def test_params_are_checked_up_front_naming_the_key(tmp_path):
         ({"seeds": [0, 0]}, "params: seeds: repeated seed"),
         ({"ablation_regimes": ["few"]}, "params: ablation_regimes: 'few' is not in label_regimes"),
         ({"label_regimes": {"low": {"label_fraction": 0}}}, "params: finetune.label_fraction: must be in (0, 1]"),
-        ({"label_regimes": {"low": "10%"}}, "params: label_regimes: expected a mapping"),
-        ({"pretrain_seed": -1}, "params: pretrain_seed: expected an integer >= 0"),
+        ({"label_regimes": {"low": "10%"}}, "params: label_regimes.low: expected a mapping"),
+        ({"pretrain_seed": -1}, "params: pretrain_seed: must be >= 0, got -1"),
+        ({"models": {}}, "params: models: expected a mapping of model names"),
+        ({"preset": "a/b"}, "params: preset: expected a name"),
     ]
     for change, message in bad:
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -17,15 +17,13 @@ initialisation (the pairing behind the report's intervals, :mod:`eval.stats`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Iterator
 
-from spark.config import ConfigError
+from spark.config import AtLeast, Checked, check_fields, parse_top_level, require
 
 from ..arms import METHOD, SCRATCH
 
-DAG_KEYS = ("preset", "seeds", "pretrain_seed", "label_regimes", "ablation_regimes", "models", "ablation_models",
-            "detection_models", "ablations")  # the params file's top level besides the stage sections
 ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
 
 
@@ -122,46 +120,49 @@ def pretrain_seed(params: dict[str, Any]) -> int:
     return params["pretrain_seed"]
 
 
-def check_shape(params: dict[str, Any]) -> None:
-    """The DAG-level keys: preset, seeds, models, ablation/detection models, ablation names, label regimes."""
-    for key in DAG_KEYS:
-        if key not in params:
-            raise ConfigError(f"params: missing key '{key}'")
-    if not isinstance(params["preset"], str) or not params["preset"] or "/" in params["preset"]:
-        raise ConfigError(f"params: preset: expected a name (used in runs/<preset>), got {params['preset']!r}")
-    seeds = params["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds):
-        raise ConfigError(f"params: seeds: expected a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"params: seeds: repeated seed in {seeds}")
-    seed = pretrain_seed(params)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"params: pretrain_seed: expected an integer >= 0, got {seed!r}")
-    regimes = params["label_regimes"]
-    if not isinstance(regimes, dict) or not regimes or not all(isinstance(v, dict) for v in regimes.values()):
-        raise ConfigError("params: label_regimes: expected a mapping of regime names to finetune overrides ({} for "
-                          "none)")
-    for name in regimes:
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ConfigError(f"params: label_regimes.{name}: invalid regime name")
-    if not isinstance(params["ablation_regimes"] or [], list):
-        raise ConfigError("params: ablation_regimes: expected a list of label regimes")
-    unknown = [r for r in ablation_regimes(params) if r not in regimes]
-    if unknown:
-        raise ConfigError(f"params: ablation_regimes: {unknown[0]!r} is not in label_regimes ({', '.join(regimes)})")
-    if not isinstance(params["models"], dict) or not params["models"]:
-        raise ConfigError("params: models: expected a mapping of model names to per-stage overrides")
-    for key in ("ablation_models", "detection_models"):
-        unknown = [m for m in params[key] or [] if m not in params["models"]]
-        if unknown:
-            raise ConfigError(f"params: {key}: {unknown[0]!r} is not in models ({', '.join(params['models'])})")
-    ablations = params["ablations"] or {}
-    if not isinstance(ablations, dict):
-        raise ConfigError("params: ablations: expected a mapping of variant names to pretrain overrides")
-    for name, overrides in ablations.items():
-        if name in (METHOD, SCRATCH) or "/" in name:
-            raise ConfigError(f"params: ablations.{name}: reserved or invalid variant name")
-        if not isinstance(overrides, dict) or not overrides:
-            raise ConfigError(f"params: ablations.{name}: expected a non-empty mapping of pretrain keys")
+@dataclass(frozen=True)
+class DagConfig(Checked):
+    """The params file's top level besides the stage sections: the presets' names for the DAG's branches."""
 
+    preset: str  # runs/<preset>, results/<preset>
+    seeds: list[int]  # fine-tuning and detection run once per seed
+    pretrain_seed: Annotated[int, AtLeast(0)]  # every encoder is pretrained once, with this seed
+    label_regimes: dict[str, dict[str, Any]]  # name: finetune overrides
+    ablation_regimes: list[str] | None  # the label regimes the ablation encoders are fine-tuned in
+    models: dict[str, dict[str, Any] | None]  # name: per-stage overrides
+    ablation_models: list[str] | None
+    detection_models: list[str] | None
+    ablations: dict[str, dict[str, Any]] | None  # variant: pretrain overrides
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> DagConfig:
+        return parse_top_level(params, cls)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(_is_name(self.preset), "preset", f"expected a name (used in runs/<preset>), got {self.preset!r}")
+        require(bool(self.seeds), "seeds", f"expected a non-empty list of integers, got {self.seeds!r}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", f"repeated seed in {self.seeds}")
+        require(bool(self.label_regimes), "label_regimes",
+                "expected a mapping of regime names to finetune overrides ({} for none)")
+        for name in self.label_regimes:
+            require(_is_name(name), f"label_regimes.{name}", "invalid regime name")
+        for regime in self.ablation_regimes or []:
+            require(regime in self.label_regimes, "ablation_regimes",
+                    f"{regime!r} is not in label_regimes ({', '.join(self.label_regimes)})")
+        require(bool(self.models), "models", "expected a mapping of model names to per-stage overrides")
+        for key in ("ablation_models", "detection_models"):
+            for model in getattr(self, key) or []:
+                require(model in self.models, key, f"{model!r} is not in models ({', '.join(self.models)})")
+        for name, overrides in (self.ablations or {}).items():
+            require(_is_name(name) and name not in (METHOD, SCRATCH), f"ablations.{name}",
+                    "reserved or invalid variant name")
+            require(bool(overrides), f"ablations.{name}", "expected a non-empty mapping of pretrain keys")
+
+
+DAG_KEYS = tuple(f.name for f in fields(DagConfig))  # what the report reads of the params file besides sections
+
+
+def _is_name(name: Any) -> bool:
+    """Usable as a folder name: a non-empty string without '/'."""
+    return isinstance(name, str) and bool(name) and "/" not in name

@@ -9,26 +9,21 @@ So a job runs the same under Snakemake, DVC and by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from spark.config import ConfigError, parse_section, require
+from spark.config import AtLeast, Checked, ConfigError, parse_section
 
 @dataclass(frozen=True)
-class StageResources:
+class StageResources(Checked):
     """What one job of a stage asks the scheduler for, per node. ``gpus > 1`` or ``nodes > 1`` launches the stage
     under torchrun with one process per GPU (:mod:`eval.pipeline.launch`; Detectron2: its own launcher, one
     node)."""
 
-    gpus: int = 0  # per node
-    nodes: int = 1
-    threads: int | None = None  # per node; None: torch's default (all cores) by hand, one under Snakemake
-    mem_mb: int = 4000  # per node
-    runtime: int = 60  # minutes: the job's time limit (a longer training run continues in the next job)
-
-    def __post_init__(self) -> None:
-        for key in ("gpus", "nodes", "threads", "mem_mb", "runtime"):
-            value = getattr(self, key)
-            require(value is None or value >= (0 if key == "gpus" else 1), key, f"out of range: {value}")
+    gpus: Annotated[int, AtLeast(0)] = 0  # per node
+    nodes: Annotated[int, AtLeast(1)] = 1
+    threads: Annotated[int | None, AtLeast(1)] = None  # per node; None: torch's default by hand, one under Snakemake
+    mem_mb: Annotated[int, AtLeast(1)] = 4000  # per node
+    runtime: Annotated[int, AtLeast(1)] = 60  # minutes: the job's time limit (a longer run continues in the next job)
 
     @property
     def launches_processes(self) -> bool:

@@ -17,7 +17,7 @@ from spark.config import ConfigError, Section, load_params
 
 from ..arms import METHOD, SCRATCH
 from .branches import branch_config
-from .dag import Branch, Family, check_shape, layout
+from .dag import Branch, DagConfig, Family, layout
 from .resources import StageResources, stage_resources
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def validate(params: dict[str, Any]) -> None:
     from eval.data.config import DataConfig
     from eval.data.paths import prepared_data
 
-    check_shape(params)
+    DagConfig.parse(params)
     data = prepared_data(DataConfig.parse(params))
     for stage in training_stages():
         schema = stage.section()
