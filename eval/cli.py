@@ -83,7 +83,7 @@ def _job(args: argparse.Namespace, argv: list[str], schema: type[S], launches_wo
     (dotted overrides apply to ``resources`` too). A job asking for GPUs it cannot see stops here; with
     several processes (and no launcher of its own), this process is replaced by torchrun's workers first. A training
     process that computes on the CPU then keeps freed host memory for its next step
-    (:mod:`spark.engine.host_memory`)."""
+    (:mod:`spark.engine.distributed`)."""
     params = load_params(args.params)
     _check_output_dir(args.out)
     config = branch_config(params, schema, args.overrides, model=args.model, **branch)
@@ -117,7 +117,7 @@ def _check_output_dir(out: Path) -> None:
 
 def _log_to_console() -> None:
     """The training runs' log lines on stderr (Detectron2 sets up its own; prepare and report print)."""
-    from spark.engine.logs import setup_logging
+    from spark.engine.records import setup_logging
 
     setup_logging()
 

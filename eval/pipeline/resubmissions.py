@@ -1,7 +1,7 @@
 """How often the workflow resubmits a training job: as often as its run needs jobs within the time limit.
 
 A run longer than ``resources.<stage>.runtime`` stops before each job's limit and continues in the next
-(:mod:`spark.engine.time_limit`); Snakemake's ``retries`` must allow for that many jobs. How long a run takes comes
+(:mod:`spark.engine.run`); Snakemake's ``retries`` must allow for that many jobs. How long a run takes comes
 from ``spark estimate``'s JSON (:attr:`eval.pipeline.dag.Layout.estimate`). Read by the Snakefile only: no stage's
 code depends on it.
 """
@@ -11,11 +11,11 @@ import math
 from typing import Any
 
 from spark.config import ConfigError
-from spark.engine.run_config import TrainingConfig
+from spark.engine.run import TrainingConfig
 
 from .resources import stage_resources
 
-# The stop margin of each training stage's section when it sets none (spark/engine/run_config.py's default);
+# The stop margin of each training stage's section when it sets none (spark/engine/run.py's default);
 # detection has none: Detectron2 runs to its time limit and resumes from its last periodic checkpoint.
 DEFAULT_STOP_MARGIN_S = {"pretrain": TrainingConfig.stop_margin_s, "finetune": TrainingConfig.stop_margin_s,
                          "detection": 0}
