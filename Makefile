@@ -57,7 +57,7 @@ dvc.yaml: setup
 	$(BIN)/python -m eval.pipeline.dvc_yaml
 
 test: setup
-	SPARK_TESTS_REQUIRE_ALL=1 $(BIN)/python -m pytest -q
+	SPARK_TESTS_REQUIRE_ALL=1 $(BIN)/python -m pytest -q --durations=15
 
 # Does the suite catch the mistakes that matter? Each deliberate breakage of tests/mutants.yaml is applied to a scratch
 # copy and the tests named for it run there; every one must be caught. On demand, not in CI (about 4 min on 2 cores).

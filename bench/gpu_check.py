@@ -258,7 +258,7 @@ def micro_batch(block: Block) -> tuple[str, dict[str, Any]]:
     from eval.pipeline.branches import branch_config
     from eval.pipeline.resources import stage_resources
     from spark.config import load_params
-    from spark.engine.logs import setup_logging
+    from spark.engine.records import setup_logging
     from spark.pretrain import PretrainConfig, pretrain
     from spark.pretrain.data import list_images
 

@@ -64,7 +64,7 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
     (dotted overrides apply to ``resources`` too). A job asking for GPUs it cannot see stops here; with
     several processes (and no launcher of its own), this process is replaced by torchrun's workers first. A training
     process that computes on the CPU then keeps freed host memory for its next step
-    (:mod:`spark.engine.host_memory`)."""
+    (:mod:`spark.engine.distributed`)."""
     params = load_params(args.params)
     check_output_dir(args.out)
     schema = stage.section()
@@ -81,7 +81,7 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
     if resources.launches_processes and not stage.own_processes and "LOCAL_RANK" not in os.environ:
         _restart_under_launcher(stage.name, resources, argv)
     if not stage.own_processes:
-        from spark.engine.logs import setup_logging
+        from spark.engine.records import setup_logging
 
         setup_logging()  # the training runs' log lines on stderr
     import torch
@@ -139,7 +139,7 @@ def _estimate(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
-    from spark.engine.logs import setup_logging
+    from spark.engine.records import setup_logging
     from spark.pretrain.data import load_images
     from spark.pretrain.visualize import load_model, write_reconstruction
 

@@ -154,15 +154,15 @@ def record_train_steps(draws: list | None = None) -> list[dict[str, Any]]:
     list the weights it started from, its input batch, the loss and gradient norm it reported, the gradients it
     stepped with (after all-reduce and clipping) and the tensors appended to ``draws`` during the step (e.g. the
     masks drawn)."""
-    import spark.engine.epochs as loop
+    import spark.engine.run as run_module
 
     steps: list[dict[str, Any]] = []
-    step = loop.train_step
+    step = run_module.train_step
 
     def recording_step(loss_fn, optimizer, batch, **kwargs):
         if draws is not None:
             draws.clear()
-        params = dict(loop.unwrap(kwargs["module"]).named_parameters())
+        params = dict(run_module.unwrap(kwargs["module"]).named_parameters())
         weights = {k: p.detach().clone() for k, p in params.items()}
         result = step(loss_fn, optimizer, batch, **kwargs)
         steps.append({
@@ -174,7 +174,7 @@ def record_train_steps(draws: list | None = None) -> list[dict[str, Any]]:
         })
         return result
 
-    loop.train_step = recording_step
+    run_module.train_step = recording_step
     return steps
 
 

@@ -6,17 +6,17 @@ import signal
 import sys
 from pathlib import Path
 
-import spark.engine.epochs as epochs
+import spark.engine.run as run_module
 from eval.cli import main
 
-save = epochs.EpochTrainer.save
+save = run_module.EpochTrainer.save
 
 
-def save_then_stop(self: epochs.EpochTrainer, epoch: int) -> None:
+def save_then_stop(self: run_module.EpochTrainer, epoch: int) -> None:
     save(self, epoch)
     Path(sys.argv[1]).touch()
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
-epochs.EpochTrainer.save = save_then_stop
+run_module.EpochTrainer.save = save_then_stop
 sys.exit(main(sys.argv[2:]))

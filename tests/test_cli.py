@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main, parser
-from spark.engine import NonFiniteError
+from spark.engine.step import NonFiniteError
 from spark.errors import BAD_INPUT, RUN_FAILED, run_command
 from spark.pretrain.data import BadImageError
 from helpers import counting_reads

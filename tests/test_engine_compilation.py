@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-import spark.engine.compilation as compilation
+import spark.engine.precision as precision
 from spark.config import ConfigError, parse_section
-from spark.engine import AUTO_MIN_STEPS, Compilation
+from spark.engine.precision import AUTO_MIN_STEPS, Compilation
 from spark.pretrain import PretrainConfig
 
 CPU = torch.device("cpu")
@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 def compiler(monkeypatch):
     """Pretend a C++ compiler is (True) or is not (False) on PATH."""
     def set_present(present: bool) -> None:
-        monkeypatch.setattr(compilation.shutil, "which", lambda name: f"/usr/bin/{name}" if present else None)
+        monkeypatch.setattr(precision.shutil, "which", lambda name: f"/usr/bin/{name}" if present else None)
     return set_present
 
 
@@ -41,8 +41,8 @@ def test_auto_on_cuda_needs_triton_and_a_c_compiler_for_its_launcher(cc, monkeyp
     """Triton compiles its CUDA kernel launcher with a C compiler on first use; without one the compiled run
     would fail at its first step, so auto declines and says why. ``$CC`` counts when it names a program."""
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(compilation.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(compilation.shutil, "which", lambda name: name if name == cc else None)
+    monkeypatch.setattr(precision.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(precision.shutil, "which", lambda name: name if name == cc else None)
     if cc:
         monkeypatch.setenv("CC", cc)
     else:
@@ -52,7 +52,7 @@ def test_auto_on_cuda_needs_triton_and_a_c_compiler_for_its_launcher(cc, monkeyp
         assert decision.enabled, decision.reason
     else:
         assert decision.describe() == "eager (auto: no C compiler (CC, cc, gcc, clang) for triton's kernel launcher)"
-    monkeypatch.setattr(compilation.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(precision.importlib.util, "find_spec", lambda name: None)
     assert Compilation.resolve("auto", AUTO_MIN_STEPS, cuda).reason == "auto: no triton for CUDA kernels"
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from spark.engine import DistEnv, derive_seed, seeded, set_epoch, train_loader
+from spark.engine.data import derive_seed, seeded, set_epoch, train_loader
+from spark.engine.distributed import DistEnv
 
 
 class RandomAugmented(Dataset):

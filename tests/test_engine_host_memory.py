@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from spark.engine import host_memory
+from spark.engine import distributed
 
 PAGES = 2**26 // 4096  # a 64 MiB block in 4 KiB pages
 
@@ -15,7 +15,7 @@ PAGES = 2**26 // 4096  # a 64 MiB block in 4 KiB pages
 _FAULTS_PER_BLOCK = """
 import ctypes, json, resource, statistics
 import torch
-from spark.engine.host_memory import retain_freed_memory
+from spark.engine.distributed import retain_freed_memory
 
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
 
@@ -43,4 +43,4 @@ def test_freed_blocks_are_reused_without_page_faults():
 
 def test_other_c_libraries_are_left_alone(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
-    assert host_memory.retain_freed_memory() is False
+    assert distributed.retain_freed_memory() is False

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from spark.engine import NonFiniteError, Precision, train_step
+from spark.engine.precision import Precision
+from spark.engine.step import NonFiniteError, train_step
 
 
 def make_model() -> nn.Module:

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from spark.engine import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
+from spark.engine.records import DVCLIVE_DIR, METRICS_NAME, MetricsLog, format_record
 
 
 def tsv_rows(run_dir, name):

@@ -1,7 +1,7 @@
 """micro_batch: auto halves a rank's chunk until a pass fits (runs with it: tests/test_pretrain_run.py)."""
 import pytest
 
-from spark.engine.micro_batch import fit_micro_batch
+from spark.engine.step import fit_micro_batch
 from spark.errors import RunError
 
 

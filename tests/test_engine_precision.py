@@ -6,8 +6,7 @@ import logging
 import pytest
 import torch
 
-from spark.engine import Precision
-from spark.engine.precision import cpu_flags, native_bf16
+from spark.engine.precision import Precision, cpu_flags, native_bf16
 
 CPU = torch.device("cpu")
 AVX2 = lambda: frozenset({"fpu", "sse2", "avx", "avx2", "fma"})  # noqa: E731 - an AMD EPYC without AVX512

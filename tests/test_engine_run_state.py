@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from spark.engine import CHECKPOINT_NAME, NonFiniteError, checkpoint_due, load_state, save_state
+from spark.engine.records import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
+from spark.engine.step import NonFiniteError
 
 
 def test_round_trip_is_weights_only(tmp_path):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from spark.engine import apply_lr_wd, cosine, warmup_cosine
+from spark.engine.step import apply_lr_wd, cosine, warmup_cosine
 
 PEAK, WARMUP, TOTAL = 3.2e-3, 40, 1600
 

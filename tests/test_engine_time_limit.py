@@ -3,9 +3,7 @@ import os
 import stat
 from datetime import datetime
 
-import pytest
-
-from spark.engine.time_limit import RESUBMIT, TimeLimit, TimeLimitReached, slurm_end_time
+from spark.engine.run import RESUBMIT, TimeLimit, TimeLimitReached, slurm_end_time
 from spark.errors import run_command
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-import spark.engine.epochs as loop
+import spark.engine.run as run_module
 from eval.finetune import FinetuneConfig
 from eval.finetune.trainer import Finetuner
-from spark.engine import DistEnv, StepResult, unwrap
+from spark.engine import DistEnv, unwrap
+from spark.engine.step import StepResult
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
@@ -76,7 +77,7 @@ def ema_value(trainer):
 
 def start(cfg, run_dir, monkeypatch, first_step=1, record=True):
     step = SetWeights(first_step, record)
-    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(run_module, "train_step", step)
     trainer = Finetuner(cfg, run_dir, DistEnv(), "scratch")
     step.trainer = trainer
     return trainer, step
@@ -141,7 +142,7 @@ def test_a_resumed_run_continues_the_ema(tmp_path, monkeypatch):
     assert ema_value(resumed) == pytest.approx(WARMUP_EMA[-1], abs=1e-5)
     continued = SetWeights(ITERS + 1)
     continued.trainer = trainer
-    monkeypatch.setattr(loop, "train_step", continued)
+    monkeypatch.setattr(run_module, "train_step", continued)
     trainer.train_epoch(2)  # the uninterrupted run
     uninterrupted = trainer.ema.module.state_dict()
     assert all(torch.equal(uninterrupted[k], v) for k, v in resumed.ema.module.state_dict().items())

@@ -6,7 +6,7 @@ from timm.optim import Lamb
 
 from eval.finetune.layer_decay import layer_ids, param_groups
 from eval.finetune.optim import build_optimizer
-from spark.engine import apply_lr_wd
+from spark.engine.step import apply_lr_wd
 
 
 def build(arch: str) -> torch.nn.Module:

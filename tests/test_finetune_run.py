@@ -16,10 +16,11 @@ from eval.cli import main as spark_cli
 from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
 from eval.finetune.loss import build_criterion
 from eval.finetune.optim import build_optimizer
-import spark.engine.epochs as epochs
+import spark.engine.run as run_module
 from spark.model import SparKConfig, build_spark
 from spark.config import ConfigError
-from spark.engine import DistEnv, apply_lr_wd, seed_all, set_epoch, train_loader, warmup_cosine
+from spark.engine import DistEnv, seed_all, set_epoch, train_loader
+from spark.engine.step import apply_lr_wd, warmup_cosine
 from spark.io import load_torch, save_torch
 from helpers import (
     assert_same_weights, assert_steps_match_one_process, counting_reads, kill_after_first_checkpoint,
@@ -268,7 +269,7 @@ def test_the_two_arms_of_a_seed_differ_only_in_the_encoder_init(colours, tmp_pat
     torch.manual_seed(1)  # any weights but the scratch arm's
     save_torch(build_spark(SparKConfig(arch="test_resnet", input_size=64, decoder_width=64)).encoder_state_dict(),
                encoder)
-    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    monkeypatch.setattr(run_module, "train_step", run_module.train_step)  # restored after the test
     steps = record_train_steps()
     config = tiny(colours, epochs=1, warmup_epochs=0, label_fraction=0.5)
     finetune(config, tmp_path / "scratch")

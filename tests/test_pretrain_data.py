@@ -7,7 +7,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
 from spark.config import ConfigError
-from spark.engine import DistEnv, seeded, train_loader
+from spark.engine import DistEnv, train_loader
+from spark.engine.data import seeded
 from spark.images import spread
 from spark.pretrain.data import (
     BadImageError, ImageFiles, collate_images, list_images, load_images, normalize, train_transform,

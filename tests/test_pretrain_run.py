@@ -13,12 +13,12 @@ import yaml
 from PIL import Image
 
 import spark.pretrain.trainer as trainer_module
-import spark.engine.epochs as epochs
+import spark.engine.run as run_module
 from eval.cli import main as cli
 from spark.config import ConfigError
-from spark.engine import (
-    DistEnv, NonFiniteError, Precision, apply_lr_wd, cosine, seed_all, set_epoch, train_loader, warmup_cosine,
-)
+from spark.engine import DistEnv, Precision, cosine, seed_all, set_epoch, train_loader
+from spark.engine.run import TimeLimit, TimeLimitReached
+from spark.engine.step import NonFiniteError, apply_lr_wd, warmup_cosine
 from spark.io import load_torch
 from spark.model import SparK, build_spark
 from spark.pretrain import PretrainConfig, pretrain
@@ -316,7 +316,7 @@ def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, 
 
     monkeypatch.setattr(SparK, "sample_visible", recording_mask)
     monkeypatch.setattr(trainer_module.Pretrainer, "run_epoch", killed_in_epoch_3)
-    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    monkeypatch.setattr(run_module, "train_step", run_module.train_step)  # restored after the test
     steps = record_train_steps(draws=masks)
     config = tiny(images, epochs=3, compile=True, precision="fp32", deterministic=False)
     run_dir = tmp_path / "run"
@@ -378,14 +378,12 @@ def test_a_fitting_batch_is_one_pass(images, tmp_path):
 def job_clock(end: float, tick: float):
     """TimeLimit for one job that ends at ``end`` on a clock advancing ``tick`` seconds per reading: 2 readings per
     epoch timed (so each 'takes' ``tick`` seconds) and 1 per fit decision once a pace is known."""
-    from spark.engine.time_limit import TimeLimit
-
     now = [0.0]
 
     def clock():
         now[0] += tick
         return now[0]
-    return lambda _end, margin_s: TimeLimit(end, margin_s, clock=clock)
+    return lambda _end, margin_s: TimeLimit(end, margin_s, clock=clock)  # the class, not run_module's patch
 
 
 def test_a_job_stops_before_its_time_limit_and_the_next_resumes_to_the_same_weights(images, tmp_path,
@@ -394,22 +392,20 @@ def test_a_job_stops_before_its_time_limit_and_the_next_resumes_to_the_same_weig
     checkpoints epoch 3 although save_every skips it, and stops with TimeLimitReached; the next job runs epoch 4
     and ends with the weights of an uninterrupted run. A job too short for one epoch at the recorded pace stops at
     once, naming the runtime to raise, and changes nothing."""
-    from spark.engine.time_limit import TimeLimitReached
-
     config = tiny(images, epochs=4, save_every=2, stop_margin_s=0)
     pretrain(config, tmp_path / "uninterrupted")
     run = tmp_path / "limited"
-    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=90.0, tick=10.0))
+    monkeypatch.setattr(run_module, "TimeLimit", job_clock(end=90.0, tick=10.0))
     with pytest.raises(TimeLimitReached, match="stopped after epoch 3/4, checkpointed"):
         pretrain(config, run)
     assert load_torch(run / "checkpoint.pth")["epoch"] == 3 and not (run / "encoder.pth").exists()
 
-    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=1e-3, tick=0.0))  # no time left for the recorded pace
+    monkeypatch.setattr(run_module, "TimeLimit", job_clock(end=1e-3, tick=0.0))  # no time left for the recorded pace
     with pytest.raises(ConfigError, match="resources.pretrain.runtime: an epoch does not fit in this job"):
         pretrain(config, run)
     assert load_torch(run / "checkpoint.pth")["epoch"] == 3
 
-    monkeypatch.setattr(epochs, "TimeLimit", job_clock(end=90.0, tick=10.0))
+    monkeypatch.setattr(run_module, "TimeLimit", job_clock(end=90.0, tick=10.0))
     pretrain(config, run)
     assert "resuming" in (run / "train.log").read_text() and (run / "encoder.pth").exists()
     assert_same_weights(model_state(tmp_path / "uninterrupted"), model_state(run))
@@ -420,7 +416,7 @@ def test_init_from_starts_training_from_the_encoder_weights(images, tmp_path, mo
     the weights of a run without init_from elsewhere (decoder, densify); epochs and optimizer state are its own."""
     source = tmp_path / "source"
     pretrain(tiny(images, epochs=1, warmup_epochs=0), source)  # 4 steps move every encoder tensor
-    monkeypatch.setattr(epochs, "train_step", epochs.train_step)  # restored after the test
+    monkeypatch.setattr(run_module, "train_step", run_module.train_step)  # restored after the test
     steps = record_train_steps()
     config = tiny(images, epochs=1, warmup_epochs=0)
     pretrain(config, tmp_path / "run", init_from=source / "encoder.pth")

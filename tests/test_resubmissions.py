@@ -12,7 +12,7 @@ import yaml
 
 from eval.pipeline.resubmissions import jobs_needed, resubmissions
 from spark.config import ConfigError, load_params
-from spark.engine.run_config import TrainingConfig
+from spark.engine.run import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = load_params(REPO / "configs/paper.yaml")

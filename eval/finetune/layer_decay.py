@@ -1,5 +1,5 @@
 """Layer-wise lr decay as in the reference fine-tuning: parameter groups with ``lr_scale`` and
-``weight_decay_scale`` for :func:`spark.engine.apply_lr_wd`.
+``weight_decay_scale`` for :func:`spark.engine.step.apply_lr_wd`.
 
 Every parameter gets a layer id: 0 for the stem, growing with depth, the largest for the head; its lr scale is
 ``layer_decay ** (head_id - id)``, so the head trains at the full lr and the stem at the smallest. The grouping is

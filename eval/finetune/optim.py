@@ -1,5 +1,5 @@
 """The reference fine-tuning optimizers over layer-decay parameter groups. lr and weight decay are set every
-iteration by :func:`spark.engine.apply_lr_wd` (the groups carry ``lr_scale`` and ``weight_decay_scale``)."""
+iteration by :func:`spark.engine.step.apply_lr_wd` (the groups carry ``lr_scale`` and ``weight_decay_scale``)."""
 from __future__ import annotations
 
 from timm.optim import Lamb

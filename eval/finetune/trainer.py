@@ -39,7 +39,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, init: str | Path = SCR
 
     ``init`` is ``scratch`` or weights :func:`spark.weights.load_checkpoint` reads; a resumed run must name the
     same one and the same recipe, or with ``restart_on_change`` it starts over (see
-    :func:`spark.engine.resume_state`). Returns the final model (not the EMA), unwrapped, on this rank's device.
+    :func:`spark.engine.run.resume_state`). Returns the final model (not the EMA), unwrapped, on this rank's device.
     """
     return run_training("finetune", config,
                         lambda env: Finetuner(config, Path(run_dir), env, str(init), restart_on_change))

@@ -1,7 +1,7 @@
 """How often the workflow resubmits a training job: as often as its run needs jobs within the time limit.
 
 A run longer than ``resources.<stage>.runtime`` stops before each job's limit and continues in the next
-(:mod:`spark.engine.time_limit`); Snakemake's ``retries`` must allow for that many jobs. How long a run takes comes
+(:mod:`spark.engine.run`); Snakemake's ``retries`` must allow for that many jobs. How long a run takes comes
 from ``spark estimate``'s JSON (:attr:`eval.pipeline.dag.Layout.estimate`). Read by the Snakefile only: no stage's
 code depends on it.
 """
@@ -42,6 +42,6 @@ def resubmissions(params: dict[str, Any], stage: str, estimate: dict[str, Any] |
 
 def default_stop_margin_s(stage: str) -> float:
     """How long before its time limit a job of ``stage`` stops when its section sets no ``stop_margin_s``: its
-    section's default (a :class:`~spark.engine.run_config.TrainingConfig`'s); none for a section without one, such
+    section's default (a :class:`~spark.engine.run.TrainingConfig`'s); none for a section without one, such
     as detection's (Detectron2 runs to its time limit and resumes from its last periodic checkpoint)."""
     return getattr(STAGES[stage].section(), "stop_margin_s", 0)

@@ -1,19 +1,57 @@
-"""Training data loaders whose sample order and augmentation are fixed by (seed, epoch, index).
+"""Randomness and data order as pure functions of (seed, epoch, rank, sample), so a resumed run replays an
+uninterrupted one.
 
-The sampler shards a shuffled epoch across ranks (DistributedSampler) and pairs each index with a seed; the
-dataset wrapper runs the wrapped dataset's random transforms under that seed. Any map-style dataset whose
-transforms draw from torch, ``random`` or NumPy (torchvision, timm) works unchanged.
+Instead of checkpointing generator states (one per rank and per loader worker, which persistent workers make
+impossible to restore), each epoch reseeds every rank from :func:`derive_seed`, and the loader runs each sample's
+transforms (torch, ``random`` or NumPy draws) under its own seed, whatever the worker count.
 """
 from __future__ import annotations
 
+import os
+import random
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
-
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from .distributed import DistEnv
-from .rng import derive_seed, seeded
+
+
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (``derive_seed(seed, epoch, rank)``)."""
+    return int(np.random.SeedSequence([k & 0xFFFF_FFFF_FFFF_FFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and CUDA), Python's ``random`` and NumPy's global generator."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with the CPU generators (torch, ``random``, NumPy) seeded, restoring their states after."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Bitwise-reproducible kernels (errors for ops that have none), or cuDNN autotuning for speed."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

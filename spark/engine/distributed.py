@@ -1,11 +1,16 @@
-"""Process groups as torchrun describes them: NCCL on CUDA, gloo on CPU, a plain single process otherwise.
+"""This process's place in the job: the torchrun process group (NCCL on CUDA, gloo on CPU, a plain single process
+otherwise), DDP and collectives, and the process's host memory.
 
 Code takes a :class:`DistEnv` instead of querying ``torch.distributed`` everywhere, so the same loop runs under
 ``python -m`` and under ``torchrun --nproc_per_node N``.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
+import platform
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +22,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from spark.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # How long a collective waits for the slowest rank. torch's default (10 min for NCCL) is shorter than the first step
 # of 8 ranks that each compile the model (inductor, one CPU core per rank) while the fastest waits in all-reduce.
@@ -120,3 +127,29 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+# mallopt parameters, from glibc's malloc.h
+M_TRIM_THRESHOLD = -1  # -1: the heap is never trimmed
+M_MMAP_MAX = -4  # 0: no block is served by mmap
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's malloc serve all blocks from its heap and never return freed ones to the kernel.
+
+    A CPU training step allocates and frees the same large blocks (activations, gradients) every step. By default
+    glibc serves them with ``mmap`` and unmaps them on free, so each step's blocks are fresh pages the kernel zeroes
+    on first touch; kept in the heap, they are reused, and the process keeps the high-water mark it reaches every
+    step anyway (what the jemalloc/tcmalloc ``LD_PRELOAD`` of PyTorch's CPU tuning guides buys). For CPU training
+    only: a GPU job's large buffers live on the device, and its loader workers would keep their batches' peak.
+
+    Applies to the calling process and to the processes it forks (data loader workers). Returns False, changing
+    nothing, where the C library is not glibc (macOS, musl, Windows).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, -1)):
+        return False
+    logger.debug("glibc malloc: no mmap, no trimming (freed host memory is reused by the next step)")
+    return True

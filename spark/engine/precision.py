@@ -1,11 +1,14 @@
-"""Numeric format of a run: bf16 autocast (CUDA and CPU through one code path) and channels_last memory.
+"""How a run computes on its device: bf16 autocast or fp32, channels_last memory, and ``torch.compile``.
 
-``precision: auto`` takes bf16 only where the device computes it natively. On a CPU without AVX512-BF16 or AMX,
-oneDNN emulates bf16 and a SparK step is 12-17x *slower* than in fp32, so there ``auto`` means fp32. The same holds
-where torch runs its AVX2 kernels on an AVX512 CPU (``ATEN_CPU_CAPABILITY=avx2``, which emulates an AVX2-only CPU).
+The ``auto`` settings take what pays on the device at hand: bf16 only where the hardware computes it natively
+(oneDNN's emulated bf16 is far slower than fp32), and compiling only for runs long enough to repay the compile, on
+devices where it speeds a step up. The measurements behind both rules are in docs/benchmarks.md.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -100,3 +103,77 @@ class Precision:
     def prepare_input(self, images: Tensor, device: torch.device) -> Tensor:
         """Move a batch to ``device`` (asynchronously from pinned memory) in the run's memory format."""
         return images.to(device, non_blocking=True, memory_format=self.memory_format)
+
+
+CompileSetting = Literal["auto"] | bool
+
+# ``compile: auto`` compiles runs of at least this many optimizer steps: enough to repay the compile at each input
+# size measured.
+AUTO_MIN_STEPS = 3000
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """``enabled``: the model is wrapped in ``torch.compile``; ``reason`` says why (logs and run.json).
+
+    ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps on a device with a compiler backend (Triton on
+    CUDA, a C++ compiler on CPU), and on a CPU only where torch runs its AVX512 kernels, in fp32: with AVX2 kernels
+    the convolutions, which compiling leaves as they are, dominate a step, so the compile never pays; in bf16,
+    inductor's vectorised CPU kernels gave NaN gradients, which would stop the run."""
+
+    enabled: bool = False
+    reason: str = ""
+    warning: str = ""  # a risk the configuration takes, logged at the start of the run
+
+    @classmethod
+    def resolve(cls, requested: CompileSetting, steps: int, device: torch.device, precision: str = "fp32",
+                capability: Callable[[], str] = torch.backends.cpu.get_cpu_capability) -> Compilation:
+        """The decision for a run of ``steps`` optimizer steps on ``device`` in ``precision`` (fp32 or bf16);
+        ``capability`` says which CPU kernels torch runs (injectable for tests)."""
+        if requested == "auto":
+            backend = _backend_missing(device)
+            if backend:
+                return cls(False, f"auto: {backend}")
+            if device.type == "cpu" and precision == "bf16":
+                return cls(False, "auto: inductor's CPU bf16 kernels gave NaN gradients (torch 2.14)")
+            if device.type == "cpu" and (kernels := capability()) != "AVX512":
+                return cls(False, f"auto: torch runs its {kernels} CPU kernels, where compiling did not speed up "
+                                  "a step")
+            if steps < AUTO_MIN_STEPS:
+                return cls(False, f"auto: {steps} steps < {AUTO_MIN_STEPS}, compiling would not pay")
+            return cls(True, f"auto: {steps} steps >= {AUTO_MIN_STEPS}")
+        if requested and device.type == "cpu" and precision == "bf16":
+            return cls(True, "compiled as configured", "compiled bf16 on a CPU: inductor's kernels gave NaN gradients "
+                       "in torch 2.14; the run stops at the first non-finite gradient (set compile: auto)")
+        return cls(requested, f"{'compiled' if requested else 'eager'} as configured")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return torch.compile(model) if self.enabled else model
+
+    def describe(self) -> str:
+        return f"{'compiled' if self.enabled else 'eager'} ({self.reason})"
+
+    def log(self, logger) -> None:
+        if self.warning:
+            logger.warning(self.warning)
+        logger.info("model %s", self.describe())
+
+
+def _backend_missing(device: torch.device) -> str:
+    """Why inductor could not compile for ``device`` ('' if it can): CUDA kernels need Triton, which builds its
+    kernel launcher with a C compiler (``$CC``, else cc, gcc or clang) on first use; CPU kernels need a C++
+    compiler."""
+    if device.type == "cuda":
+        if not importlib.util.find_spec("triton"):
+            return "no triton for CUDA kernels"
+        if not _first_program(os.environ.get("CC"), "cc", "gcc", "clang"):
+            return "no C compiler (CC, cc, gcc, clang) for triton's kernel launcher"
+        return ""
+    if device.type == "cpu":
+        return "" if _first_program("g++", "clang++", "c++") else "no C++ compiler for CPU kernels"
+    return f"no compile policy for {device.type} devices"
+
+
+def _first_program(*names: str | None) -> str | None:
+    """The path of the first of ``names`` found on PATH."""
+    return next((path for name in names if name and (path := shutil.which(name))), None)

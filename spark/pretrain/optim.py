@@ -1,5 +1,5 @@
 """LAMB as in the reference: two parameter groups, weight decay only on weights that are not 1-D, biases or
-mask tokens. lr and weight decay are set every iteration by :mod:`spark.engine.schedule`."""
+mask tokens. lr and weight decay are set every iteration by :mod:`spark.engine.step`."""
 from __future__ import annotations
 
 from typing import Any

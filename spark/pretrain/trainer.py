@@ -38,7 +38,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path 
 
     Returns the trained model, unwrapped, on this rank's device. ``init_from`` (weights only, any layout
     :func:`spark.weights.load_checkpoint` reads) applies to a fresh run, not to a resumed one. A checkpoint from
-    another recipe is an error, or with ``restart_on_change`` set aside (see :func:`spark.engine.resume_state`).
+    another recipe is an error, or with ``restart_on_change`` set aside (see :func:`spark.engine.run.resume_state`).
     """
     return run_training("pretrain", config,
                         lambda env: Pretrainer(config, Path(run_dir), env, init_from, restart_on_change))

@@ -1,47 +1,105 @@
-"""The run every training stage shares: one resumable run directory, trained epoch by epoch, the same code on a
-laptop and under torchrun.
+"""The run every training stage shares: its config, one resumable run directory trained epoch by epoch, the same
+code on a laptop and under torchrun, stopping at an epoch boundary before a job's time limit.
 
 :func:`run_training` starts the process group, builds the stage's :class:`EpochTrainer`, records provenance
-(``run.json``) and fits. The trainer owns what every stage does alike: the resume policy, device placement,
-precision, DDP and ``torch.compile``, the epoch's optimizer steps under the warmup-cosine lr, checkpoints, logs
-and metrics. A stage subclass supplies only its own parts: model, data, loss, and what it records.
+(``run.json``) and fits. The trainer owns what every stage does alike (the resume policy, placement, precision, DDP
+and compile, the epoch's steps, checkpoints, logs and metrics); a stage subclass supplies its model, data and loss.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import torch
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from spark.config import ConfigError, to_dict
+from spark.config import ConfigError, Section, changed_keys, require, to_dict
+from spark.errors import RunError
 from spark.io import write_json, write_text
 from spark.provenance import recorded_run
 
-from .compilation import Compilation
-from .data import set_epoch
-from .distributed import DistEnv, all_reduce_sum, barrier, distributed_env, unwrap, wrap_ddp
-from .logs import log_to_file
-from .loop import train_step
-from .metrics import METRICS_NAME, MetricsLog
-from .micro_batch import probe_micro_batch
-from .precision import Precision
-from .progress import epoch_bar
-from .rng import derive_seed, seed_all, set_deterministic
-from .run_config import TrainingConfig
-from .run_state import CHECKPOINT_NAME, checkpoint_due, load_state, save_state
-from .schedule import apply_lr_wd, warmup_cosine
-from .time_limit import TimeLimit, TimeLimitReached, slurm_end_time
+from .data import derive_seed, seed_all, set_deterministic, set_epoch
+from .distributed import DEFAULT_TIMEOUT_MINUTES, DistEnv, all_reduce_sum, barrier, distributed_env, unwrap, wrap_ddp
+from .precision import Compilation, CompileSetting, Precision, PrecisionName
+from .records import (
+    CHECKPOINT_NAME, METRICS_NAME, MetricsLog, checkpoint_due, epoch_bar, load_state, log_to_file, save_state,
+)
+from .step import apply_lr_wd, probe_micro_batch, train_step, warmup_cosine
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "train.log"
 STALE_CHECKPOINT_NAME = "checkpoint.stale.pth"
+RESUBMIT = 75  # EX_TEMPFAIL: the job stopped early on purpose; running it again continues the run
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(Section):
+    """``lr = base_lr * global_batch / 256``; ``global_batch`` is split across ranks and, when ``micro_batch`` is
+    set, accumulated over micro-batches of at most that many images per device (``auto``: the most that fit). A
+    stage's section derives from this (and gives the recipe keys their defaults, or takes them from a recipe)."""
+
+    # Keys that may change when a run is resumed: they affect speed or bookkeeping, not the trained weights.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "compile", "micro_batch", "save_every",
+                                                     "dist_timeout_minutes", "stop_margin_s"})
+
+    epochs: int
+    warmup_epochs: int
+    global_batch: int
+    base_lr: float
+    weight_decay: float
+    clip: float  # max gradient norm; 0 disables clipping
+
+    micro_batch: int | Literal["auto"] | None = None  # auto: the largest that fits (spark.engine.step)
+    num_workers: int = 8
+    precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
+    channels_last: bool = False
+    compile: CompileSetting = "auto"  # torch.compile; auto: runs long enough to pay (spark.engine.precision)
+    save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
+    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest rank (DDP)
+    stop_margin_s: float = 300  # under a job time limit: stop at the last epoch boundary this long before it
+    seed: int = 0
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs",
+                f"must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        require(self.global_batch >= 1, "global_batch", f"must be >= 1, got {self.global_batch}")
+        require(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.clip >= 0, "clip", f"must be >= 0, got {self.clip}")
+        require(self.micro_batch in (None, "auto") or self.micro_batch >= 1, "micro_batch",
+                f"must be >= 1 or auto, got {self.micro_batch}")
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
+        require(self.dist_timeout_minutes > 0, "dist_timeout_minutes", f"must be > 0, got {self.dist_timeout_minutes}")
+        require(self.stop_margin_s >= 0, "stop_margin_s", f"must be >= 0, got {self.stop_margin_s}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.base_lr * self.global_batch / 256
+
+    def check_world_size(self, world_size: int) -> None:
+        """The batch must split evenly over the ranks (checked once the job's size is known)."""
+        if self.global_batch % world_size:
+            raise ConfigError(f"params: {self.SECTION}.global_batch: {self.global_batch} does not split evenly over "
+                              f"{world_size} processes")
+
+    def changed_keys(self, recorded: dict[str, Any]) -> list[str]:
+        """Keys whose value differs from the config a checkpoint ``recorded``, except :attr:`RESUMABLE` ones."""
+        return changed_keys(self, dict(recorded), self.RESUMABLE)
 
 
 def run_training(stage: str, config: TrainingConfig, build: Callable[[DistEnv], EpochTrainer]) -> nn.Module:
@@ -325,6 +383,68 @@ def check_resumable(written: Path, changed: list[str], restart_on_change: bool, 
                           "use a new run directory, or pass --restart-on-change")
     set_aside()
     if log:
-        logging.getLogger(__name__).warning("%s was written with different values of %s: starting over (%s)",
-                                            written, ", ".join(changed), kept)
+        logger.warning("%s was written with different values of %s: starting over (%s)", written, ", ".join(changed),
+                       kept)
     return False
+
+
+class TimeLimitReached(RunError):
+    """The run stopped after a checkpointed epoch, before its job's time limit; rerun the command to continue."""
+
+    exit_code = RESUBMIT
+
+
+def slurm_end_time(environ: Mapping[str, str] = os.environ) -> float | None:
+    """When SLURM ends this job (seconds since the epoch), or None outside SLURM and for jobs without a limit:
+    ``SLURM_JOB_END_TIME`` where SLURM sets it, else the end time ``squeue`` reports for ``SLURM_JOB_ID`` (which
+    follows ``scontrol update TimeLimit``)."""
+    if environ.get("SLURM_JOB_END_TIME", "").isdigit():
+        return float(environ["SLURM_JOB_END_TIME"])
+    job = environ.get("SLURM_JOB_ID")
+    if not job or not shutil.which("squeue"):
+        return None
+    try:
+        end = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+        return datetime.fromisoformat(end).timestamp()
+    except (OSError, subprocess.SubprocessError, ValueError):  # "N/A", "Unknown", "NONE": no limit known
+        return None
+
+
+@dataclass
+class TimeLimit:
+    """Whether another epoch fits before ``end`` (seconds since the epoch; None: no limit).
+
+    Clusters cap a job's wall time far below a paper run's. Before each epoch the trainer asks whether the epoch
+    still ends ``margin_s`` before the limit; if not, it checkpoints and stops with :class:`TimeLimitReached`, the
+    workflow resubmits the job, and the next job resumes after the last completed epoch, so nothing is computed
+    twice."""
+
+    end: float | None
+    margin_s: float
+    clock: Callable[[], float] = time.time
+    epoch_seconds: list[float] = field(default_factory=list)  # this job's epochs, checkpoint and logging included
+    _started: float | None = None
+
+    def start_epoch(self) -> None:
+        self._started = self.clock()
+
+    def end_epoch(self) -> None:
+        self.epoch_seconds.append(self.clock() - self._started)
+
+    def left(self) -> float:
+        return self.end - self.clock() - self.margin_s
+
+    def allows_epoch(self, recorded_seconds: float | None = None) -> bool:
+        """Whether the next epoch ends ``margin_s`` before the limit, at this job's slowest epoch's pace (before
+        the first: ``recorded_seconds``, the run's recorded pace; unknown: yes)."""
+        if self.end is None:
+            return True
+        pace = max(self.epoch_seconds, default=recorded_seconds)
+        return pace is None or pace <= self.left()
+
+    def describe(self) -> str:
+        if self.end is None:
+            return "no job time limit"
+        end = datetime.fromtimestamp(self.end)
+        return f"the job ends at {end:%Y-%m-%d %H:%M:%S}, stopping {self.margin_s:.0f} s before it at an epoch boundary"
