@@ -122,18 +122,29 @@ def check_fields(config: Any) -> None:
 
 @functools.cache
 def _constraints(schema: type) -> dict[str, tuple[Constraint, ...]]:
-    hints = typing.get_type_hints(schema, include_extras=True)
-    found = {}
-    for field in dataclasses.fields(schema):
-        hint, constraints = hints[field.name], ()
-        if typing.get_origin(hint) is Annotated:
-            hint, *extras = typing.get_args(hint)
-            constraints = tuple(c for c in extras if isinstance(c, Constraint))
-        if typing.get_origin(hint) is Literal:
-            constraints = (OneOf(*typing.get_args(hint)), *constraints)
-        if constraints:
-            found[field.name] = constraints
-    return found
+    """Each field's constraints as declared in ``schema`` and in every base that declares the field: a subclass
+    that redeclares a field to give it another default keeps its base's bounds (and may add its own, checked
+    first)."""
+    names = {field.name for field in dataclasses.fields(schema)}
+    found: dict[str, list[Constraint]] = {}
+    for cls in (c for c in schema.__mro__ if dataclasses.is_dataclass(c)):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for name in names & {field.name for field in dataclasses.fields(cls)}:
+            for constraint in _declared(hints[name]):
+                if constraint not in found.setdefault(name, []):
+                    found[name].append(constraint)
+    return {name: tuple(constraints) for name, constraints in found.items() if constraints}
+
+
+def _declared(hint: Any) -> tuple[Constraint, ...]:
+    """The constraints one annotation declares: its ``Annotated`` markers and a ``Literal``'s choices."""
+    constraints: tuple[Constraint, ...] = ()
+    if typing.get_origin(hint) is Annotated:
+        hint, *extras = typing.get_args(hint)
+        constraints = tuple(c for c in extras if isinstance(c, Constraint))
+    if typing.get_origin(hint) is Literal:
+        constraints = (OneOf(*typing.get_args(hint)), *constraints)
+    return constraints
 
 
 class Checked:

@@ -66,7 +66,7 @@ class FinetuneConfig(TrainingConfig):
         require(bool(self.data), "data", "must name an ImageFolder root with train/ and val/")
         require(timm.is_model(self.arch), "arch", f"unknown timm architecture {self.arch!r}")
         check_fields(self)
-        TrainingConfig.__post_init__(self)
+        self.check_schedule()
         require(self.layer_decay == 1 or supports_layer_decay(self.arch), "layer_decay",
                 f"layer-wise lr decay is defined for timm ResNets and ConvNeXts, not {self.arch!r}; set it to 1")
         require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",

@@ -3,7 +3,8 @@ Snakefile cannot drift apart.
 
 DVC expands ``matrix`` stages over params.yaml itself, so each family of a stage's branches becomes one matrix
 stage calling :class:`Layout` and the stage's command with DVC's template placeholders (``${item.model}``) where
-the Snakefile uses wildcards, and listing the code deps of :func:`stage_code`. Regenerate after a change to either (``make dvc.yaml``):
+the Snakefile uses wildcards, and listing the code deps of :func:`stage_code`. Regenerate after a change to either
+(``make dvc.yaml``):
 
     python -m eval.pipeline.dvc_yaml            # writes dvc.yaml at the repository root
     python -m eval.pipeline.dvc_yaml --check    # exits 1 if it is not current

@@ -16,14 +16,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping
 
 import torch
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from spark.config import ConfigError, Section, changed_keys, require, to_dict
+from spark.config import Above, AtLeast, ConfigError, Section, changed_keys, check_fields, require, to_dict
 from spark.errors import RunError
 from spark.io import write_json, write_text
 from spark.provenance import recorded_run
@@ -54,38 +54,34 @@ class TrainingConfig(Section):
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"num_workers", "compile", "micro_batch", "save_every",
                                                      "dist_timeout_minutes", "stop_margin_s"})
 
-    epochs: int
-    warmup_epochs: int
-    global_batch: int
-    base_lr: float
-    weight_decay: float
-    clip: float  # max gradient norm; 0 disables clipping
+    epochs: Annotated[int, AtLeast(1)]
+    warmup_epochs: Annotated[int, AtLeast(0)]
+    global_batch: Annotated[int, AtLeast(1)]
+    base_lr: Annotated[float, Above(0)]
+    weight_decay: Annotated[float, AtLeast(0)]
+    clip: Annotated[float, AtLeast(0)]  # max gradient norm; 0 disables clipping
 
     micro_batch: int | Literal["auto"] | None = None  # auto: the largest that fits (spark.engine.step)
-    num_workers: int = 8
+    num_workers: Annotated[int, AtLeast(0)] = 8
     precision: PrecisionName = "auto"  # bf16 where the device has it natively, else fp32
     channels_last: bool = False
     compile: CompileSetting = "auto"  # torch.compile; auto: runs long enough to pay (spark.engine.precision)
-    save_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
-    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for the slowest rank (DDP)
-    stop_margin_s: float = 300  # under a job time limit: stop at the last epoch boundary this long before it
+    save_every: Annotated[int, AtLeast(1)] = 1  # epochs between checkpoints (the last epoch is always saved)
+    dist_timeout_minutes: Annotated[float, Above(0)] = DEFAULT_TIMEOUT_MINUTES  # a collective's wait for any rank
+    stop_margin_s: Annotated[float, AtLeast(0)] = 300  # stop at an epoch boundary this long before a job's time limit
     seed: int = 0
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs",
+        check_fields(self)
+        self.check_schedule()
+
+    def check_schedule(self) -> None:
+        """The rules that relate its fields (a section that checks its fields through another base calls this)."""
+        require(self.warmup_epochs < self.epochs, "warmup_epochs",
                 f"must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
-        require(self.global_batch >= 1, "global_batch", f"must be >= 1, got {self.global_batch}")
-        require(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(self.clip >= 0, "clip", f"must be >= 0, got {self.clip}")
         require(self.micro_batch in (None, "auto") or self.micro_batch >= 1, "micro_batch",
                 f"must be >= 1 or auto, got {self.micro_batch}")
-        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        require(self.save_every >= 1, "save_every", f"must be >= 1, got {self.save_every}")
-        require(self.dist_timeout_minutes > 0, "dist_timeout_minutes", f"must be > 0, got {self.dist_timeout_minutes}")
-        require(self.stop_margin_s >= 0, "stop_margin_s", f"must be >= 0, got {self.stop_margin_s}")
 
     @property
     def peak_lr(self) -> float:

@@ -36,7 +36,7 @@ class PretrainConfig(SparKConfig, TrainingConfig):
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an image folder or a manifest file")
         SparKConfig.__post_init__(self)  # every field's constraints (check_fields), then the model's own rules
-        TrainingConfig.__post_init__(self)
+        self.check_schedule()
         require(self.betas == "auto" or (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)), "betas",
                 f"must be 'auto' or two numbers in [0, 1), got {self.betas}")
 
