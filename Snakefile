@@ -1,4 +1,4 @@
-"""SparK reproduction: prepare -> pretrain (method + ablations) -> fine-tune -> Mask R-CNN -> tables.
+"""SparK reproduction: prepare -> pretrain (method + ablations) -> fine-tune -> Mask R-CNN -> report.
 
     snakemake --cores all [--use-conda]                       # params.yaml: the mini preset
     snakemake --cores all --configfile configs/smoke.yaml     # another preset (one whole params file)
@@ -17,8 +17,8 @@ from pathlib import Path
 from eval.arms import METHOD, SCRATCH
 from eval.data.config import DataConfig
 from eval.data.paths import prepared_data
-from eval.pipeline.branches import branch_section
 from eval.pipeline.dag import Branch, label_regimes, layout, pretrain_seed
+from eval.pipeline.params import branch_section
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
 from eval.pipeline.resubmissions import resubmissions
 from eval.pipeline.stage_code import code_files
@@ -76,7 +76,6 @@ def section_hash(section, model=None, variant=None, regime=None):
 
 wildcard_constraints:
     model="|".join(PARAMS["models"]),
-    variant="|".join(VARIANTS),
     init="|".join([SCRATCH, *VARIANTS]),
     seed=r"\d+",
     regime="|".join(label_regimes(PARAMS)),

@@ -85,7 +85,7 @@ class Block:
         """Dotted overrides that point the smoke preset's stages at the data the data block prepared."""
         if not (self.data / "mini-in").is_dir() or not (self.data / "mini-coco").is_dir():
             raise Failed("no smoke data: the data block did not pass")
-        from spark.config import load_params
+        from eval.pipeline.params import load_params
 
         params = load_params(SMOKE)
         root = Path(params["data"]["root"])
@@ -171,8 +171,7 @@ def ddp(block: Block) -> tuple[str, dict[str, Any]]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from eval.pipeline.branches import branch_config
-    from spark.config import load_params
+    from eval.pipeline.params import branch_config, load_params
     from spark.engine import Precision, train_step
     from spark.model import build_spark
     from spark.pretrain import PretrainConfig
@@ -231,8 +230,7 @@ def detection(block: Block) -> tuple[str, dict[str, Any]]:
 def throughput(block: Block) -> tuple[str, dict[str, Any]]:
     import pretrain_step as bench  # bench/, next to this script
 
-    from eval.pipeline.branches import branch_config
-    from spark.config import load_params
+    from eval.pipeline.params import branch_config, load_params
     from spark.pretrain import PretrainConfig
 
     params, sizes = load_params(SMOKE if block.tiny else PAPER), THROUGHPUT[block.tiny]
@@ -255,9 +253,8 @@ def throughput(block: Block) -> tuple[str, dict[str, Any]]:
 
 
 def micro_batch(block: Block) -> tuple[str, dict[str, Any]]:
-    from eval.pipeline.branches import branch_config
+    from eval.pipeline.params import branch_config, load_params
     from eval.pipeline.resources import stage_resources
-    from spark.config import load_params
     from spark.engine.records import setup_logging
     from spark.pretrain import PretrainConfig, pretrain
     from spark.pretrain.data import list_images

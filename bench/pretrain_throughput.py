@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spark.config import load_params
+from eval.pipeline.params import branch_config, load_params
 from spark.io import load_torch
-from eval.pipeline.branches import branch_config
 from spark.pretrain import PretrainConfig, pretrain
 from spark.pretrain.data import list_images
 

@@ -10,7 +10,7 @@
     spark visualize runs/.../checkpoint.pth a.jpg b.jpg --out fig.png
 
 Every job of the pipeline is one of these commands. A command reads the params file once; a training stage
-resolves its section for the branch (:func:`eval.pipeline.branches.branch_config`), takes ``resources.<stage>``
+resolves its section for the branch (:func:`eval.pipeline.params.branch_config`), takes ``resources.<stage>``
 (torch threads; with ``gpus > 1`` or ``nodes > 1`` it restarts itself under torchrun, one process per GPU of every
 node (:mod:`eval.pipeline.launch`), while Detectron2 starts its own) and runs; re-running the command resumes the
 run directory. Exit codes are the same everywhere (:mod:`spark.errors`): 0 done, 2 bad input (params, data,
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from eval.arms import SCRATCH
-from eval.pipeline.branches import branch_config
+from eval.pipeline.params import branch_config, load_params, with_overrides
 from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import StageResources, stage_resources
 from eval.pipeline.stages import STAGES, Job, Stage
-from spark.config import ConfigError, load_params, with_overrides
+from spark.config import ConfigError
 from spark.errors import run_command
 from spark.io import check_output_dir
 

@@ -33,7 +33,7 @@ from eval.data.config import FASHION_MNIST_CLASSES, DataConfig
 from eval.data.paths import classification_data, detection_data
 from eval.detection.config import DetectionConfig
 from eval.finetune.config import FinetuneConfig
-from eval.pipeline.branches import branch_config
+from eval.pipeline.params import branch_config
 from eval.pipeline.dag import Layout, layout
 from eval.pipeline.stages import STAGES, validate
 from eval.pipeline.resources import stage_resources

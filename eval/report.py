@@ -12,7 +12,7 @@ from eval.data.config import DataConfig
 from spark.io import write_text
 
 from . import figures, reference
-from .pipeline.branches import branch_section
+from .pipeline.params import branch_section
 from .pipeline.dag import DagConfig, ablation_regimes
 from .tables import (
     ablation_table, claims_table, coco_table, display, display_claims, imagenet_table, load_runs, provenance_table,

@@ -1,4 +1,4 @@
-"""params.yaml: one file for every stage, validated up front, with dotted overrides.
+"""A params section as a dataclass: its keys typed, its bounds on its fields, validated up front.
 
 Each stage declares its section as a :class:`Section` dataclass (``PretrainConfig``, ``FinetuneConfig`` ...) and
 parses it with ``Config.parse(params)``. A field states its bounds in its annotation and its choices as a
@@ -13,16 +13,12 @@ only the rules that relate fields. A bad value fails before any data is read, wi
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterable, Literal, TypeVar, Union
-
-import yaml
 
 from .errors import InputError
 
@@ -154,61 +150,6 @@ class Checked:
 
     def __post_init__(self) -> None:
         check_fields(self)
-
-
-def load_params(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a params file and apply ``a.b.c=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    params = _parse_yaml(path.read_text(), str(path)) or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return with_overrides(params, overrides)
-
-
-def with_overrides(params: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of ``params`` with ``a.b.c=value`` overrides applied (``params`` itself is left as it is)."""
-    params = copy.deepcopy(params)
-    for item in overrides:
-        apply_override(params, item)
-    return params
-
-
-def apply_override(params: dict[str, Any], item: str) -> None:
-    """Set ``params[a][b][c] = value`` for ``item = "a.b.c=value"``; intermediate mappings must exist."""
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override '{item}': expected key.path=value")
-    *parents, leaf = key.split(".")
-    node = params
-    for depth, part in enumerate(parents):
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"override '{item}': no section {'.'.join(parents[: depth + 1])}")
-        node = node[part]
-    node[leaf] = _parse_yaml(text, f"override '{item}'")
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    """YAML, or one line saying where it is not (a tab in the indentation, an unclosed bracket)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
-
-
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``update`` into a copy of ``base`` (mappings merge, everything else replaces)."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class Section(Checked):

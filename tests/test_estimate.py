@@ -10,8 +10,8 @@ import pytest
 from eval.cli import main
 from eval.estimate import COCO_TRAIN_IMAGES, IMAGENET_TRAIN_IMAGES, Timing, cost, data_sizes, plan
 from eval.pipeline.dag import layout
+from eval.pipeline.params import load_params
 from eval.pipeline.stages import STAGES
-from spark.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE, PAPER = REPO / "configs/smoke.yaml", REPO / "configs/paper.yaml"

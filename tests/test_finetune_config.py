@@ -5,8 +5,7 @@ import pytest
 import yaml
 
 from eval.finetune import RECIPES, FinetuneConfig
-from eval.pipeline.branches import branch_config
-from spark.config import load_params
+from eval.pipeline.params import branch_config, load_params
 from spark.config import ConfigError, to_dict
 
 MISSING_DATA = "/nonexistent/imagenet"  # parsing must fail on the bad key, not on the data

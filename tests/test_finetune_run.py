@@ -9,13 +9,13 @@ import torch
 import yaml
 from PIL import Image
 
-from eval.finetune import FinetuneConfig, build_classifier, finetune
-from spark.config import load_params
 from eval.arms import SCRATCH
 from eval.cli import main as spark_cli
+from eval.finetune import FinetuneConfig, build_classifier, finetune
 from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
 from eval.finetune.loss import build_criterion
 from eval.finetune.optim import build_optimizer
+from eval.pipeline.params import load_params
 import spark.engine.run as run_module
 from spark.model import SparKConfig, build_spark
 from spark.config import ConfigError
@@ -131,7 +131,7 @@ RANK_SCRIPT = """
 import os, sys, torch
 import eval.finetune.trainer as trainer
 from eval.finetune import FinetuneConfig, finetune
-from spark.config import load_params
+from eval.pipeline.params import load_params
 from helpers import record_train_steps
 torch.set_num_threads(1)
 steps = record_train_steps()

@@ -47,4 +47,4 @@ def test_the_arm_names_are_a_leaf():
 
 def test_relative_imports_resolve_as_python_does():
     resolved = imported_modules(REPO / "eval/pipeline/stages.py")
-    assert {"eval.arms.METHOD", "eval.pipeline.branches.branch_config"} <= resolved
+    assert {"eval.arms.METHOD", "eval.pipeline.params.branch_config"} <= resolved

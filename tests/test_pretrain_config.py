@@ -2,8 +2,8 @@
 import pytest
 import yaml
 
-from eval.pipeline.branches import branch_config
-from spark.config import ConfigError, load_params, parse_section
+from eval.pipeline.params import branch_config, load_params
+from spark.config import ConfigError, parse_section
 from spark.pretrain import PretrainConfig
 
 MISSING_DATA = "/nonexistent/images"  # parsing must fail on the bad key, not on the data

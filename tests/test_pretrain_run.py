@@ -141,7 +141,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(images, tmp_p
 
 RANK_SCRIPT = """
 import os, sys, torch
-from spark.config import load_params
+from eval.pipeline.params import load_params
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
 from spark.sparse import MaskedBatchNorm

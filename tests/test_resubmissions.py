@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from eval.pipeline.resubmissions import jobs_needed, resubmissions
-from spark.config import ConfigError, load_params
+from eval.pipeline.params import load_params
+from spark.config import ConfigError
 from spark.engine.run import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]

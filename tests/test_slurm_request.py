@@ -15,9 +15,9 @@ import pytest
 import yaml
 from helpers import require
 
+from eval.pipeline.params import load_params
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
 from eval.pipeline.stages import STAGES
-from spark.config import load_params
 
 submit_string = require("snakemake_executor_plugin_slurm.submit_string")
 plugin_utils = require("snakemake_executor_plugin_slurm.utils")

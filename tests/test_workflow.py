@@ -24,7 +24,8 @@ from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES, validate, workflow_params
 from eval.pipeline.dvc_yaml import render
 from eval.pipeline.stage_code import PACKAGES
-from spark.config import ConfigError, load_params
+from eval.pipeline.params import load_params
+from spark.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

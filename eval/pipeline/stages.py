@@ -11,12 +11,12 @@ import argparse
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
-from spark.config import ConfigError, Section, load_params
+from spark.config import ConfigError, Section
 
 from ..arms import METHOD, SCRATCH
-from .branches import branch_config
+from .params import branch_config, load_params
 from .dag import Branch, DagConfig, Family, layout
 from .resources import StageResources, stage_resources
 
@@ -57,7 +57,7 @@ class Stage:
     handler: Callable[[Job], Iterable[Path] | None]  # returns the files it wrote when they are worth printing
     schema: str | None = None  # "module:Class" of its section (a Section); None: it reads the whole params file
     families: tuple[Family, ...] = ()  # its branches, one run directory each; none: one job per preset
-    data: str | None = None  # the manifest its branches read: "classification" or "detection"
+    data: Literal["classification", "detection"] | None = None  # the manifest its branches read
     outs: tuple[str, ...] = ()  # files of a run directory that other stages read, besides metrics.json
     pretrains: bool = False  # a branch's init is the variant it pretrains, else the encoder it starts from
     options: tuple[Option, ...] = ()  # its own command-line options
