@@ -10,6 +10,7 @@ workflow/rules/training.smk), and every path (outputs, logs, benchmarks) from th
 called here with wildcards; eval/pipeline/dvc_yaml.py calls both with DVC's placeholders to write dvc.yaml.
 """
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -17,14 +18,16 @@ from pathlib import Path
 from eval.arms import METHOD, SCRATCH
 from eval.data.config import DataConfig
 from eval.data.paths import prepared_data
+from eval.pipeline.adopt import adopt
 from eval.pipeline.dag import Branch, label_regimes, layout, pretrain_seed
 from eval.pipeline.params import branch_section
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
 from eval.pipeline.resubmissions import resubmissions
 from eval.pipeline.stage_code import code_files
 from eval.pipeline.stages import training_stages, workflow_params
-from spark.provenance import params_hash
+from spark.provenance import ENGINE_VARIABLE, params_hash
 
+os.environ[ENGINE_VARIABLE] = "snakemake"  # each run.json names the engine that ran it
 PARAMS_FILE, PARAMS = workflow_params(workflow.configfiles, config)
 LAYOUT = layout(PARAMS)
 PREPARED = prepared_data(DataConfig.parse(PARAMS))
@@ -79,6 +82,23 @@ wildcard_constraints:
     init="|".join([SCRATCH, *VARIANTS]),
     seed=r"\d+",
     regime="|".join(label_regimes(PARAMS)),
+
+
+def adopt_into_dvc():
+    """When Snakemake stops, DVC adopts every stage whose outputs it leaves up to date (eval/pipeline/adopt.py):
+    dvc.lock then holds the runs, and `dvc status` / `dvc repro` go on from them instead of computing them again."""
+    if workflow.is_main_process:
+        dag = workflow.dag
+        done = [str(path) for job in dag.jobs if dag.noneedrun_finished(job) for path in job.output]
+        print(adopt(done, PARAMS_FILE, PARAMS), file=sys.stderr)
+
+
+onsuccess:
+    adopt_into_dvc()
+
+
+onerror:
+    adopt_into_dvc()
 
 
 rule all:

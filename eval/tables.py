@@ -260,6 +260,8 @@ def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
                 "run": str(run.path),
                 "git commit": _short_commit(run.info.get("git_commit")),
                 "params hash": run.info.get("params_hash", MISSING),
+                "engine": run.info.get("engine", MISSING),
+                "host": run.info.get("host", MISSING),
                 "wall time (min)": run.info["wall_time_s"] / 60 if "wall_time_s" in run.info else math.nan,
                 "precision": run.info.get("precision", MISSING),
                 "hardware": run.info.get("hardware", MISSING),

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 from .io import write_json
 
+ENGINE_VARIABLE = "SPARK_ENGINE"  # set by the Snakefile for its jobs; DVC sets DVC_STAGE for its own
+
 
 def params_hash(section: Any) -> str:
     """A short stable hash of a (resolved) config section."""
@@ -65,6 +67,12 @@ def software() -> dict[str, str | None]:
     return versions
 
 
+def engine() -> str:
+    """What started this job: ``dvc`` (``dvc repro`` sets DVC_STAGE), ``snakemake`` (the Snakefile sets
+    SPARK_ENGINE), else ``by hand``."""
+    return "dvc" if "DVC_STAGE" in os.environ else os.environ.get(ENGINE_VARIABLE, "by hand")
+
+
 def hardware() -> str:
     """CPU model, thread count and CPU capability, or the GPUs used."""
     import torch
@@ -84,7 +92,8 @@ def hardware() -> str:
 
 @contextmanager
 def recorded_run(out_dir: str | Path, stage: str, section: Any, seed: int) -> Iterator[dict[str, Any]]:
-    """Write ``run.json`` (commit, params hash, seed, wall time, hardware, software versions) once the block succeeds.
+    """Write ``run.json`` (commit, params hash, seed, engine, host, wall time, hardware, software versions) once the
+    block succeeds.
 
     The yielded dict may be extended by the stage (e.g. the init source). Wall time counts this invocation
     only: a resumed run reports the time of its last leg plus ``resumed: true`` if the stage says so.
@@ -96,6 +105,8 @@ def recorded_run(out_dir: str | Path, stage: str, section: Any, seed: int) -> It
         "git_commit": git_commit(),
         "params_hash": params_hash(section),
         "seed": seed,
+        "engine": engine(),
+        "host": platform.node(),
         "hardware": hardware(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "software": software(),

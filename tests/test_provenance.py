@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from spark.provenance import recorded_run, software
@@ -51,6 +53,19 @@ def test_run_json_records_versions_hardware_and_the_stage_additions(tmp_path):
     assert versions["torch"] == torch.__version__ and versions == software()
     assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
     assert record["wall_time_s"] >= 0 and len(record["params_hash"]) == 12
+
+
+@pytest.mark.parametrize("env, expected", [({}, "by hand"), ({"SPARK_ENGINE": "snakemake"}, "snakemake"),
+                                           ({"DVC_STAGE": "pretrain@resnet18", "SPARK_ENGINE": "snakemake"}, "dvc")])
+def test_run_json_names_the_engine_and_host_that_ran_the_job(tmp_path, monkeypatch, env, expected):
+    for name in ("SPARK_ENGINE", "DVC_STAGE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with recorded_run(tmp_path, "pretrain", {}, seed=0):
+        pass
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["engine"] == expected and record["host"] == platform.node() != ""
 
 
 def test_no_run_json_for_a_failed_block(tmp_path):

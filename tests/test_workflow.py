@@ -256,8 +256,9 @@ def interrupted_runs(root: Path) -> list[Path]:
 @pytest.mark.detectron2
 def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
     """Ctrl-C as soon as any pretraining job (whichever Snakemake scheduled first) has checkpointed mid-run; the
-    rerun keeps finished stages and resumes exactly the runs that were caught mid-way. The DAG up to the
-    pretrainings (``--until pretrain``): what lies downstream runs end to end in the DVC test."""
+    rerun keeps finished stages and resumes exactly the runs that were caught mid-way, and DVC adopts what it
+    finished. The DAG up to the pretrainings (``--until pretrain``): what lies downstream runs end to end in the DVC
+    test."""
     from helpers import kill_tree, tail
     from spark.io import load_torch
 
@@ -307,6 +308,14 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
     assert len(list(root.glob("runs/smoke/pretrain/**/encoder.pth"))) == len(list(STAGES["pretrain"].branches(params)))
     assert re.search(r"^total\s+0$", run(command, root), re.M)  # no job left
 
+    # DVC adopted what Snakemake left up to date (dvc.lock): prepare and the pretrainings, and nothing downstream.
+    def dvc_changed() -> set[str]:
+        return set(re.findall(r"^(\S+):$", run([str(BIN / "dvc"), "status"], root), re.M))
+
+    changed = dvc_changed()
+    assert not {s for s in changed if s == "prepare" or s.startswith("pretrain")}, changed
+    assert {s for s in changed if s.startswith("finetune")} and "report" in changed, changed
+
     # A params edit reruns exactly the jobs whose section it changes (Snakemake's params trigger on the hash of
     # each job's resolved section): the zero_out ablation's mask ratio, its pretraining only; a fine-tuning key,
     # no pretraining.
@@ -317,6 +326,8 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
     zero_out = {**params["ablations"]["zero_out"], "mask_ratio": 0.5}
     assert planned({"ablations": {**params["ablations"], "zero_out": zero_out}}) == [
         "runs/smoke/pretrain/resnet18/zero_out/seed0/encoder.pth"]
+    assert {s for s in dvc_changed() if s == "prepare" or s.startswith("pretrain")} == {
+        "pretrain_ablation@resnet18-zero_out"}  # the same one under DVC, from the adopted lock
     assert planned({"finetune": {**params["finetune"], "base_lr": 0.05}}) == []
 
 
@@ -386,7 +397,8 @@ STAGES["count"] = Stage("count", "count the labelled training images", _count,
 @pytest.mark.slow
 def test_a_stage_added_to_the_registry_runs_under_both_engines(tmp_path):
     """A new stage is an entry in eval/pipeline/stages.py and its handler, nothing else: its subcommand, its
-    resources, its Snakemake rule and its dvc.yaml stage follow, and both engines run it (after prepare)."""
+    resources, its Snakemake rule and its dvc.yaml stage follow, and both engines run it (Snakemake after prepare;
+    DVC after adopting Snakemake's prepare)."""
     def with_resources(params: dict) -> None:
         params["resources"]["count"] = {"threads": 1, "mem_mb": 1000, "runtime": 5}
 
@@ -403,7 +415,9 @@ def test_a_stage_added_to_the_registry_runs_under_both_engines(tmp_path):
     shutil.rmtree(root / "runs/smoke/count")
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "a count stage"], root)
-    assert "Running stage 'count@resnet18-0'" in run([str(BIN / "dvc"), "repro", "count"], root)
+    assert "count@resnet18-0" in run([str(BIN / "dvc"), "status"], root)  # adopted, and now its run is gone
+    repro = run([str(BIN / "dvc"), "repro", "--force", "--single-item", "count"], root)  # run, not restored
+    assert "Running stage 'count@resnet18-0'" in repro and "Running stage 'prepare'" not in repro
     assert json.loads(metrics.read_text()) == expected
 
 
