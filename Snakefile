@@ -18,7 +18,7 @@ from pathlib import Path
 from eval.arms import METHOD, SCRATCH
 from eval.data.config import DataConfig
 from eval.data.paths import prepared_data
-from eval.pipeline.adopt import adopt
+from eval.pipeline.engines import adopt
 from eval.pipeline.dag import Branch, label_regimes, layout, pretrain_seed
 from eval.pipeline.params import branch_section
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from eval.arms import SCRATCH
 from eval.pipeline.params import branch_config, load_params, with_overrides
+from eval.pipeline.engines import record_for_snakemake
 from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import StageResources, stage_resources
 from eval.pipeline.stages import STAGES, Job, Stage
@@ -44,19 +45,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_stage(stage: Stage, args: argparse.Namespace, argv: list[str]) -> None:
     """One job of ``stage``: a training branch (:func:`_training_job`), or the preset's one job, printing the
-    files it wrote."""
+    files it wrote; under ``dvc repro``, Snakemake then records them as up to date
+    (:func:`eval.pipeline.engines.record_for_snakemake`)."""
     if stage.trains:
         job = _training_job(stage, args, argv)
         with _threads(job.resources):
             stage.handler(job)
-        return
-    start = time.perf_counter()
-    params = load_params(args.params, args.overrides)
-    schema = stage.section()
-    job = Job(schema.parse(params) if schema else params, args, stage_resources(params, stage.name))
-    for path in stage.handler(job) or ():
-        print(f"{stage.name}: wrote {path}")
-    print(f"{stage.name}: done in {time.perf_counter() - start:.1f} s")
+        written = [args.out / "metrics.json"]
+    else:
+        start = time.perf_counter()
+        params = load_params(args.params, args.overrides)
+        schema = stage.section()
+        written = list(stage.handler(Job(schema.parse(params) if schema else params, args,
+                                         stage_resources(params, stage.name))) or ())
+        for path in written:
+            print(f"{stage.name}: wrote {path}")
+        print(f"{stage.name}: done in {time.perf_counter() - start:.1f} s")
+    if (recorded := record_for_snakemake(written)) is not None:
+        print(recorded, file=sys.stderr)
 
 
 def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Job:

@@ -43,6 +43,7 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
+    pulled: bool = False  # its files came from a DVC remote (``dvc pull``) rather than a run here
 
 
 def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[Run]]:
@@ -58,7 +59,8 @@ def load_runs(params: dict[str, Any], root: str | Path = ".") -> dict[str, list[
             if not (path / "metrics.json").is_file():
                 raise RunRecordError(f"{path / 'metrics.json'}: missing; run the {stage} stage first")
             info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
-            runs[stage].append(Run(stage, branch, path, _read_json(path / "metrics.json"), info))
+            pulled = not (path / STAGES[stage].log).is_file()  # a run leaves its log; a pull brings only outputs
+            runs[stage].append(Run(stage, branch, path, _read_json(path / "metrics.json"), info, pulled))
     return runs
 
 
@@ -247,7 +249,8 @@ def display_claims(claims: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
-    """Every run behind a table cell: where it is and how it was made."""
+    """Every run behind a table cell: where it is, how it was made (engine, host, wall time, versions) and whether
+    it was pulled from a DVC remote rather than run in this workspace."""
     rows = []
     for stage, stage_runs in runs.items():
         for run in stage_runs:
@@ -262,6 +265,7 @@ def provenance_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
                 "params hash": run.info.get("params_hash", MISSING),
                 "engine": run.info.get("engine", MISSING),
                 "host": run.info.get("host", MISSING),
+                "pulled": "yes" if run.pulled else "no",
                 "wall time (min)": run.info["wall_time_s"] / 60 if "wall_time_s" in run.info else math.nan,
                 "precision": run.info.get("precision", MISSING),
                 "hardware": run.info.get("hardware", MISSING),

@@ -42,7 +42,9 @@ def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, lis
         Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(path / "reconstruction.png")
         commit = "0123456789abcdef" * 2 + "01234567"
         (path / "run.json").write_text(json.dumps({"git_commit": commit, "params_hash": "h", "seed": b.seed,
-                                                   "wall_time_s": 90.0, "hardware": "cpu"}))
+                                                   "wall_time_s": 90.0, "hardware": "cpu", "engine": "snakemake",
+                                                   "host": "node1"}))
+        (path / "train.log").write_text("epoch 2/2  loss 0.5\n")  # run here (the others look pulled)
     for b in STAGES["finetune"].branches(PARAMS):
         if finetune_missing and b.init == "zero_out":
             continue
@@ -112,6 +114,9 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert "mini benchmark" not in text and "paired t interval" in text
     provenance = pd.read_csv(out / "runs.csv")
     assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
+    ran_here = provenance["stage"] == "pretrain"
+    assert (provenance["pulled"] == "yes").sum() == (~ran_here).sum() and set(provenance["pulled"][ran_here]) == {"no"}
+    assert set(provenance["engine"][ran_here]) == {"snakemake"} and set(provenance["host"][ran_here]) == {"node1"}
     assert (out / "pretrain_loss.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
 
 

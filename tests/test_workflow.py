@@ -1,6 +1,6 @@
 """The DAG: Snakemake and DVC describe the same jobs over one params file, the presets expand to the paper's
-branches, and the smoke preset runs end to end under both engines
-(interrupted and resumed under Snakemake; a no-op rerun and a one-branch change under DVC)."""
+branches, and the smoke preset runs end to end: interrupted and resumed under Snakemake, adopted by DVC, a
+one-branch change rerun under DVC, shared through a DVC remote."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ import yaml
 
 from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES, validate, workflow_params
-from eval.pipeline.dvc_yaml import render
+from eval.pipeline.dvc_yaml import render, render_dvcignore
 from eval.pipeline.stage_code import PACKAGES
 from eval.pipeline.params import load_params
 from spark.config import ConfigError
@@ -58,7 +58,7 @@ def checkout(tmp_path: Path, preset: str, edit=None) -> Path:
 
 
 def run(command: list[str], cwd: Path, timeout: float = 900, stdout_only: bool = False) -> str:
-    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout if stdout_only else result.stdout + result.stderr
@@ -164,6 +164,7 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
 def test_dvc_yaml_is_generated_from_the_layout(described):
     """dvc.yaml is current, and the run directories DVC expands from it are the Layout's, branch for branch."""
     assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: regenerate it with `make dvc.yaml`"
+    assert (REPO / ".dvcignore").read_text() == render_dvcignore(), ".dvcignore is stale: `make dvc.yaml`"
     params = load_params(PRESETS["mini"])
     expected = [layout(params).run(stage, b) for stage in ("pretrain", "finetune", "detection")
                 for b in STAGES[stage].branches(params)]
@@ -333,39 +334,55 @@ def test_smoke_dag_under_snakemake_survives_ctrl_c(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.detectron2
-def test_smoke_dag_under_dvc_reruns_only_what_a_change_touches(tmp_path):
-    """A params edit and a code edit rerun exactly the stages they touch (the same jobs under Snakemake), and
-    experiments (`dvc exp run -S`) keep their metrics for `dvc exp show`."""
+def test_smoke_dag_is_one_state_for_both_engines_and_shared_through_a_remote(tmp_path):
+    """Snakemake runs the smoke DAG and DVC adopts it; a params edit reruns under `dvc repro` exactly the stages it
+    touches, after which Snakemake has nothing to do; a code edit names the same stages in both engines. Pushed to
+    a directory remote and pulled into a fresh clone, the reproduction is up to date there and regenerates the same
+    tables; experiments (`dvc exp run -S`) keep their metrics for `dvc exp show`."""
     root = checkout(tmp_path, "smoke", one_ablation)
-    dvc = str(BIN / "dvc")
-    run([dvc, "repro"], root)
+    dvc, snakemake = str(BIN / "dvc"), str(BIN / "snakemake")
+    stages = [s["name"] for s in dvc_stages(root)]
+    assert f"dvc: adopted {len(stages)} stage(s) into dvc.lock" in run([snakemake, "--cores", "2"], root)
     params = load_params(root / "params.yaml")
     check_tables(root, params)
     assert "up to date" in run([dvc, "status"], root)
-    assert "Running stage" not in run([dvc, "repro"], root)
 
-    edited = dict(params, ablations={"zero_out": {"encoder_mode": "zero_out", "mask_ratio": 0.5}})
-    (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    params["ablations"]["zero_out"]["mask_ratio"] = 0.25  # 3 of the 4 cells visible, not 2: another encoder
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M)
     assert changed == ["pretrain_ablation@resnet18-zero_out", "report"]
-    planned = re.findall(r"Running stage '([^']+)'", run([dvc, "repro", "--dry"], root))
-    assert planned == changed
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = re.findall(r"Running stage '([^']+)'", run([dvc, "repro"], root))
+    assert ran == ["pretrain_ablation@resnet18-zero_out", "finetune_ablation@low-resnet18-zero_out-0", "report"]
+    assert "Nothing to be done" in run([snakemake, "-n", "--cores", "1"], root)  # DVC's runs recorded for it
 
-    loss = root / "eval/finetune/loss.py"  # fine-tuning code: every fine-tuning and the tables, nothing else
+    loss = root / "eval/finetune/loss.py"  # fine-tuning code: every fine-tuning and the report, nothing else
     original = loss.read_text()
     loss.write_text(original + "# an edit\n")
     changed = set(re.findall(r"^(\S+):$", run([dvc, "status"], root), re.M))
-    finetunes = {s["name"] for s in dvc_stages(root) if s["name"].startswith("finetune")}
+    finetunes = {name for name in stages if name.startswith("finetune")}
     assert changed == finetunes | {"report"}
-    snakemake = run([str(BIN / "snakemake"), "-n", "--cores", "1"], root)
-    jobs = Counter(re.findall(r"^(?:local)?rule (\w+):", snakemake, re.M))
-    assert jobs == {"finetune": len(finetunes), "report": 1, "all": 1}, snakemake[-2000:]
+    jobs = Counter(re.findall(r"^(?:local)?rule (\w+):", run([snakemake, "-n", "--cores", "1"], root), re.M))
+    assert jobs == {"finetune": len(finetunes), "report": 1, "all": 1}, jobs
     loss.write_text(original)  # DVC compares content (Snakemake would still see a newer file)
     assert "up to date" in run([dvc, "status"], root)
 
+    run([dvc, "remote", "add", "-d", "shared", str(tmp_path / "remote")], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "smoke run"], root)
+    run([dvc, "push"], root)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    run([dvc, "pull"], clone)
+    assert "up to date" in run([dvc, "status"], clone)
+    run([sys.executable, "-m", "eval.cli", "report", "--params", "params.yaml", "--out", "results/again"], clone)
+    tables = sorted(p.name for p in (clone / "results/smoke").glob("*.csv") if p.name != "runs.csv")
+    assert tables and all((clone / "results/again" / t).read_text() == (clone / "results/smoke" / t).read_text()
+                          for t in tables)
+    runs = pd.read_csv(clone / "results/again/runs.csv")
+    assert set(runs["pulled"]) == {"yes"} and set(runs["engine"]) == {"snakemake", "dvc"}
+    run([sys.executable, "-m", "eval.cli", "prepare", "--params", "params.yaml"], clone)  # the data, for reruns
+    assert "up to date" in run([dvc, "status"], clone)  # rebuilt byte for byte: nothing to rerun
+
     stage = "finetune_scratch@all-resnet18-0"
     run([dvc, "exp", "run", "-S", "finetune.base_lr=0.05", stage], root)
     shown = json.loads(run([dvc, "exp", "show", "--json"], root, stdout_only=True))

@@ -58,7 +58,8 @@ class Stage:
     schema: str | None = None  # "module:Class" of its section (a Section); None: it reads the whole params file
     families: tuple[Family, ...] = ()  # its branches, one run directory each; none: one job per preset
     data: Literal["classification", "detection"] | None = None  # the manifest its branches read
-    outs: tuple[str, ...] = ()  # files of a run directory that other stages read, besides metrics.json
+    outs: tuple[str, ...] = ()  # files of a run directory that other stages or a shared copy need, besides metrics
+    log: str = "train.log"  # a file each run leaves beside its outputs, never shared: a run without it was pulled
     pretrains: bool = False  # a branch's init is the variant it pretrains, else the encoder it starts from
     options: tuple[Option, ...] = ()  # its own command-line options
     check: Callable[[Any, PreparedData], None] | None = None  # its section reads the data prepare writes
@@ -141,7 +142,8 @@ def _report(job: Job) -> list[Path]:
 
     out = job.args.out or Path(layout(job.config).results)
     check_output_dir(out)
-    return [report(job.config, out)]
+    report(job.config, out)
+    return [out]
 
 
 def _reads_pretraining_images(config: Any, data: PreparedData) -> None:
@@ -163,7 +165,7 @@ STAGES = {stage.name: stage for stage in (
           schema="spark.pretrain.config:PretrainConfig",
           families=(Family("models", (METHOD,), seeds=False),
                     Family("ablation_models", "ablations", seeds=False, name="ablation")),
-          data="classification", outs=("encoder.pth", "reconstruction.png"), pretrains=True, plots=True,
+          data="classification", outs=("encoder.pth", "reconstruction.png", "run.json"), pretrains=True, plots=True,
           check=_reads_pretraining_images,
           options=(option("--init-from", type=Path, help="initial weights (ours or the authors'); ignored on "
                                                           "resume"),)),
@@ -172,11 +174,12 @@ STAGES = {stage.name: stage for stage in (
           families=(Family("models", (SCRATCH,), regime="label_regimes", name="scratch"),
                     Family("models", (METHOD,), regime="label_regimes"),
                     Family("ablation_models", "ablations", regime="ablation_regimes", name="ablation")),
-          data="classification", plots=True, check=_reads_labelled_images),
+          data="classification", outs=("run.json",), plots=True, check=_reads_labelled_images),
     Stage("detection", "Mask R-CNN transfer on COCO-format data (Detectron2)", _detection,
           schema="eval.detection.config:DetectionConfig",
           families=(Family("detection_models", (SCRATCH,), name="scratch"), Family("detection_models", (METHOD,))),
-          data="detection", plots=True, check=_reads_coco, own_processes=True, conda="detectron2",
+          data="detection", outs=("run.json",), log="log.txt", plots=True, check=_reads_coco, own_processes=True,
+          conda="detectron2",
           options=(option("--num-gpus", type=int, help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in "
                                                         "this process (default: resources.detection.gpus when > 1, "
                                                         "else every visible GPU)"),)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import yaml
 
-from eval.pipeline.adopt import adopt
+from eval.pipeline.engines import adopt
 
 
 def test_nothing_is_adopted_outside_a_dvc_repository_or_for_other_params(tmp_path):
