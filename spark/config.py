@@ -70,24 +70,21 @@ class Range(Constraint):
 
 @dataclasses.dataclass(frozen=True)
 class AtLeast(Constraint):
+    """``value >= low``; with ``strict``, ``value > low`` (:func:`Above`)."""
+
     low: float
+    strict: bool = False
 
     def holds(self, value: Any) -> bool:
-        return value >= self.low
+        return value > self.low if self.strict else value >= self.low
 
     def __str__(self) -> str:
-        return f">= {self.low}"
+        return f"{'>' if self.strict else '>='} {self.low}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Above(Constraint):
-    low: float
-
-    def holds(self, value: Any) -> bool:
-        return value > self.low
-
-    def __str__(self) -> str:
-        return f"> {self.low}"
+def Above(low: float) -> AtLeast:
+    """``value > low``: a strict :class:`AtLeast`, named like the other constraints it sits among."""
+    return AtLeast(low, strict=True)
 
 
 class OneOf(Constraint):
