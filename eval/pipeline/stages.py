@@ -204,9 +204,11 @@ def validate(params: dict[str, Any]) -> None:
     data = prepared_data(DataConfig.parse(params))
     for stage in training_stages():
         schema = stage.section()
+        if schema is None:
+            continue
         sections = dict.fromkeys((b.model, b.init if stage.pretrains else None, b.regime)
                                  for b in stage.branches(params))  # one per section, not per seed
-        for model, variant, regime in sections if schema else ():
+        for model, variant, regime in sections:
             config = branch_config(params, schema, model=model, variant=variant, regime=regime)
             if stage.check:
                 stage.check(config, data)
