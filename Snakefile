@@ -1,4 +1,5 @@
-"""SparK reproduction: prepare -> pretrain (method + ablations) -> fine-tune -> Mask R-CNN -> report.
+"""SparK reproduction: prepare -> pretrain (method + ablations) -> fine-tune -> Mask R-CNN (scratch, supervised, SparK)
+-> report.
 
     snakemake --cores all [--use-conda]                       # params.yaml: the mini preset
     snakemake --cores all --configfile configs/smoke.yaml     # another preset (one whole params file)
@@ -15,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from eval.arms import METHOD, SCRATCH
+from eval.arms import METHOD, SCRATCH, SUPERVISED
 from eval.data.config import DataConfig
 from eval.data.paths import prepared_data
 from eval.pipeline.engines import adopt
@@ -79,7 +80,7 @@ def section_hash(section, model=None, variant=None, regime=None):
 
 wildcard_constraints:
     model="|".join(PARAMS["models"]),
-    init="|".join([SCRATCH, *VARIANTS]),
+    init="|".join([SCRATCH, SUPERVISED, *VARIANTS]),
     seed=r"\d+",
     regime="|".join(label_regimes(PARAMS)),
 

@@ -26,12 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from eval.arms import SCRATCH
+from eval.arms import SCRATCH, SUPERVISED
 from eval.pipeline.params import branch_config, load_params, with_overrides
 from eval.pipeline.engines import record_for_snakemake
 from eval.pipeline.launch import launch_command
 from eval.pipeline.resources import StageResources, stage_resources
-from eval.pipeline.stages import STAGES, Job, Stage
+from eval.pipeline.stages import STAGES, Job, Stage, supervised_start
 from spark.config import ConfigError
 from spark.errors import run_command
 from spark.io import check_output_dir
@@ -78,6 +78,10 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
     config = branch_config(params, schema, args.overrides, **branch) if schema else with_overrides(params,
                                                                                                  args.overrides)
     resources = stage_resources(with_overrides(params, args.overrides), stage.name)
+    if getattr(args, "init", None) == SUPERVISED:
+        if args.model is None:
+            raise ConfigError(f"--init {SUPERVISED}: name the model (--model), whose supervised weights it reads")
+        args.init = str(supervised_start(with_overrides(params, args.overrides), args.model))
     from spark.engine import require_gpus
 
     require_gpus(f"resources.{stage.name}.gpus", resources.gpus)
@@ -197,8 +201,9 @@ def _stage_command(commands: Any, stage: Stage) -> None:
                                                    "itself)")
         else:
             command.add_argument("--init", required=True,
-                                 help=f"'{SCRATCH}' (random init) or encoder weights: our encoder.pth or SparK "
-                                      "checkpoint, the authors' released .pth")
+                                 help=f"'{SCRATCH}' (random init), '{SUPERVISED}' (the model's supervised "
+                                      "weights, as its section's supervised_weights says) or encoder weights: our "
+                                      "encoder.pth or SparK checkpoint, the authors' released .pth")
         if stage.regimes:
             command.add_argument("--regime", help="then merge params['label_regimes'][REGIME]")
         command.add_argument("--restart-on-change", action="store_true",

@@ -12,7 +12,9 @@ from eval.data.config import DataConfig
 from spark.io import write_text
 
 from . import figures, reference
-from .pipeline.params import branch_section
+from .detection.config import DetectionConfig
+from .pipeline.params import branch_config, branch_section
+from .supervised import OWN
 from .pipeline.dag import DagConfig, ablation_regimes
 from .tables import (
     ablation_table, claims_table, coco_table, display, display_claims, imagenet_table, load_runs, provenance_table,
@@ -34,6 +36,14 @@ def write_table(table: pd.DataFrame, stem: Path, shown: pd.DataFrame | None = No
     return markdown
 
 
+def supervised_weights(params: dict) -> dict[str, str]:
+    """Each detection model's supervised weights, as the table names them."""
+    sources = {m: branch_config(params, DetectionConfig, model=m).supervised_weights
+               for m in params["detection_models"] or []}
+    return {m: OWN_CLASSIFIER if source == OWN else source for m, source in sources.items()}
+
+
+OWN_CLASSIFIER = "own classifier (fine-tuned from scratch, all labels)"
 VERDICT_RULE = (
     "Each claim is a paired difference over seeds (the paper's direction positive): seed s fixes data order, label "
     "split, head initialisation and augmentation in both arms, so they differ only in the encoder's "
@@ -54,7 +64,8 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     sections = [
         (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
          imagenet_table(runs["finetune"], archs)),
-        (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco", coco_table(runs["detection"], archs)),
+        (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
+         coco_table(runs["detection"], archs, supervised_weights(params))),
     ]
     for model in params["ablation_models"]:
         for regime in ablation_regimes(params):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from . import reference
-from .arms import METHOD, SCRATCH
+from .arms import METHOD, SCRATCH, SUPERVISED
 from .pipeline.dag import ALL_LABELS, Branch, Layout, ablation_regimes, label_regimes
 from .pipeline.stages import STAGES
 from spark.errors import InputError
@@ -142,7 +142,12 @@ def _by_seed(runs: list[Run], value: Callable[[Run], float | None]) -> dict[int,
 
 
 def _init_name(init: str) -> str:
-    return "scratch" if init == SCRATCH else ("SparK" if init == METHOD else f"SparK ({init})")
+    if init in (SCRATCH, SUPERVISED):
+        return init
+    return "SparK" if init == METHOD else f"SparK ({init})"
+
+
+PAPER_ARMS = {METHOD: "SparK", SUPERVISED: "supervised"}  # the detection arms the paper's COCO tables have
 
 
 def imagenet_table(finetune: list[Run], archs: dict[str, str]) -> pd.DataFrame:
@@ -162,14 +167,16 @@ def imagenet_table(finetune: list[Run], archs: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def coco_table(detection: list[Run], archs: dict[str, str]) -> pd.DataFrame:
-    """Table 2: Mask R-CNN box and mask AP per model and init, with the paper's (SparK or supervised) 1x AP."""
+def coco_table(detection: list[Run], archs: dict[str, str], supervised: dict[str, str]) -> pd.DataFrame:
+    """Table 2: Mask R-CNN box and mask AP per model and init (scratch, supervised, SparK), with the paper's AP of
+    the arms it has (SparK and supervised); ``supervised`` names each model's supervised weights."""
     rows = []
     for (model, _, init), runs in _grouped(detection).items():
-        row: dict[str, Any] = {"model": model, "init": _init_name(init)}
+        row: dict[str, Any] = {"model": model, "init": _init_name(init),
+                               "weights": supervised[model] if init == SUPERVISED else MISSING}
         for task, key, column in COCO_COLUMNS:
             _stat(row, column, (r.metrics[task][key] for r in runs))
-        paper = reference.COCO_AP.get((archs[model], "SparK" if init == METHOD else "supervised"))
+        paper = reference.COCO_AP.get((archs[model], PAPER_ARMS.get(init)))
         row["paper AP^bb"], row["paper AP^mk"] = paper[:2] if paper else (math.nan, math.nan)
         row["seeds"] = len(runs)
         rows.append(row)
@@ -223,9 +230,10 @@ def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataF
                   "top-1")
     for model in params["detection_models"] or []:
         for task, name in (("bbox", "AP^bb"), ("segm", "AP^mk")):
-            claim(f"SparK > scratch, detection {name} ({model})", reference.CLAIM_EVIDENCE[f"detection {task}"],
-                  detection[model, None, METHOD], detection[model, None, SCRATCH],
-                  lambda r, task=task: r.metrics[task]["AP"], name)
+            for baseline, evidence in ((SUPERVISED, f"detection {task}"), (SCRATCH, "detection scratch")):
+                claim(f"SparK > {baseline}, detection {name} ({model})", reference.CLAIM_EVIDENCE[evidence],
+                      detection[model, None, METHOD], detection[model, None, baseline],
+                      lambda r, task=task: r.metrics[task]["AP"], name)
     for model in params["ablation_models"] or []:
         for regime in ablation_regimes(params):
             for variant in params["ablations"] or {}:

@@ -47,10 +47,15 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
 
 def load_torch(path: str | Path) -> Any:
-    """Load tensors and plain containers only (``weights_only=True``), on the CPU; any failure is one line."""
+    """Load tensors and plain containers only (``weights_only=True``; a ``.safetensors`` file, as the Hugging Face
+    hub publishes timm's weights, holds nothing else), on the CPU; any failure is one line."""
     import torch
 
     try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for missing, corrupt or unsafe files
         text = str(err)  # the weights-only unpickler's cause follows its "error:" line; other errors are one line

@@ -75,8 +75,11 @@ def test_run_directory_contents(colours, tmp_path):
     run = tmp_path / "run"
     finetune(tiny(colours), run)
     assert {p.name for p in run.iterdir()} == {"checkpoint.pth", "metrics.json", "dvclive", "config.yaml", "train.log",
-                                               "run.json"}
+                                               "run.json", "encoder.pth"}
     state = checkpoint(run)
+    trunk = torch.load(run / "encoder.pth", weights_only=True)  # the final model without its head, not the EMA
+    assert set(trunk) == {k for k in state["model"] if not k.startswith("fc.")} and "fc.weight" in state["model"]
+    assert all(torch.equal(v, state["model"][k]) for k, v in trunk.items())
     assert state["epoch"] == 3 and len(state["history"]) == 3 and state["init"] == "scratch"
     assert state["config"] == yaml.safe_load((run / "config.yaml").read_text())
     assert state["model"].keys() == state["ema"].keys()

@@ -21,7 +21,7 @@ PARAMS = {
     "preset": "unit", "seeds": [0, 1, 2], "pretrain_seed": 0, "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
     "detection_models": ["resnet50"], "ablations": {"zero_out": {"encoder_mode": "zero_out"}},
     "label_regimes": {"all": {}, "low": {"label_fraction": 0.1}}, "ablation_regimes": ["low"],
-    "data": {"classification": "imagenet", "detection": "coco"}, "finetune": {},
+    "data": {"classification": "imagenet", "detection": "coco"}, "finetune": {}, "detection": {},
 }
 # top-1 by (regime, init, seed): SparK beats scratch by 2, 1.5, 2.5 points (all labels) and 5, 6, 4 (low labels);
 # zero_out beats sparse by exactly 1 on every seed (low labels).
@@ -55,7 +55,8 @@ def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, lis
     for b in STAGES["detection"].branches(PARAMS):
         path = root / runs.run("detection", b)
         path.mkdir(parents=True)
-        ap = {"AP": 40.0 + b.seed + (b.init == "sparse") * (b.seed - 1), "AP50": 60.0, "AP75": None}
+        ap = {"AP": 40.0 + b.seed + (b.init == "sparse") * (b.seed - 1) - (b.init == "supervised"), "AP50": 60.0,
+              "AP75": None}
         if b.seed in (nan_ap or {}).get(b.init, []):
             ap["AP"] = math.nan
         (path / "metrics.json").write_text(json.dumps({"bbox": ap, "segm": ap}))
@@ -88,8 +89,12 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert "78.00 ± 1.00" in (out / "imagenet.md").read_text()
 
     coco = pd.read_csv(out / "coco.csv")
-    assert list(coco["AP^bb"]) == pytest.approx([41.0, 41.0]) and coco["AP^bb_75"].isna().all()
-    assert list(coco["paper AP^bb"]) == [38.9, 41.6] and list(coco["paper AP^mk"]) == [35.4, 37.7]
+    assert list(coco["init"]) == ["scratch", "supervised", "SparK"]
+    assert list(coco["AP^bb"]) == pytest.approx([41.0, 40.0, 41.0]) and coco["AP^bb_75"].isna().all()
+    # the paper has SparK and supervised rows only; the supervised row names its weights
+    assert coco["paper AP^bb"].tolist()[1:] == [38.9, 41.6] and coco["paper AP^mk"].tolist()[1:] == [35.4, 37.7]
+    assert math.isnan(coco["paper AP^bb"][0])
+    assert coco["weights"].tolist() == ["—", "own classifier (fine-tuned from scratch, all labels)", "—"]
 
     ablations = pd.read_csv(out / "ablations_resnet50_low.csv")
     assert list(ablations["variant"]) == ["sparse", "zero_out"]
@@ -99,13 +104,16 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert list(ablations["paper Δ"])[1] == -0.9
 
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims["verdict"]) == ["reproduced", "reproduced", "inconclusive", "inconclusive", "contradicted"]
-    assert list(claims["difference"]) == pytest.approx([2.0, 5.0, 0.0, 0.0, -1.0])
+    assert list(claims["verdict"]) == ["reproduced", "reproduced", *["inconclusive"] * 4, "contradicted"]
+    assert list(claims["difference"]) == pytest.approx([2.0, 5.0, 1.0, 0.0, 1.0, 0.0, -1.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # low labels: differences 5, 6, 4 (std 1)
     assert (claims["95% low"][1], claims["95% high"][1]) == pytest.approx((5 - half, 5 + half))
     assert claims["claim"][0] == "SparK > scratch, classification (all labels, resnet50)"
-    assert claims["claim"][4] == "sparse > zero_out (low labels, resnet50)"
-    assert list(claims["seeds"]) == [3] * 5
+    assert claims["claim"][2] == "SparK > supervised, detection AP^bb (resnet50)"
+    assert "SparK 41.6 vs supervised ImageNet 38.9" in claims["paper's evidence"][2]
+    assert claims["claim"][3] == "SparK > scratch, detection AP^bb (resnet50)"
+    assert claims["claim"][6] == "sparse > zero_out (low labels, resnet50)"
+    assert list(claims["seeds"]) == [3] * 7
     for stem in ("claims", "imagenet", "coco", "ablations_resnet50_low", "runs"):
         assert (out / f"{stem}.md").is_file() and "\\begin{tabular}" in (out / f"{stem}.tex").read_text()
 
@@ -113,7 +121,7 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert text.index("## Paper claims") < text.index("Table 1: fine-tuning on ImageNet-1K")
     assert "mini benchmark" not in text and "paired t interval" in text
     provenance = pd.read_csv(out / "runs.csv")
-    assert len(provenance) == 2 + 3 * 5 + 6 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
+    assert len(provenance) == 2 + 3 * 5 + 9 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
     ran_here = provenance["stage"] == "pretrain"
     assert (provenance["pulled"] == "yes").sum() == (~ran_here).sum() and set(provenance["pulled"][ran_here]) == {"no"}
     assert set(provenance["engine"][ran_here]) == {"snakemake"} and set(provenance["host"][ran_here]) == {"node1"}

@@ -142,7 +142,7 @@ def test_every_branch_expands_to_one_job_per_stage(preset, described):
         "prepare": 1,
         "pretrain": len(params["models"]) + ablation_branches,  # once, with pretrain_seed
         "finetune": per_seed * len(params["seeds"]),
-        "detection": 2 * len(params["detection_models"]) * len(params["seeds"]),
+        "detection": 3 * len(params["detection_models"]) * len(params["seeds"]),  # scratch, supervised, SparK
         "report": 1,
     }
     assert jobs["pretrain"] == len(list(STAGES["pretrain"].branches(params)))
@@ -155,10 +155,11 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
     root = checkout(tmp_path, "mini")  # Snakemake keeps its state in .snakemake/ of the directory it runs in
     text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], root)
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "4", "report": "1",
-                     "total": "23"}
+    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "6", "report": "1",
+                     "total": "25"}
     for arch in ("resnet50", "convnext_base"):
         assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
+        assert f"runs/paper/detection/{arch}/supervised/seed0/metrics.json" in text  # published weights: no input
 
 
 def test_dvc_yaml_is_generated_from_the_layout(described):

@@ -12,6 +12,8 @@ from typing import Annotated, ClassVar, Literal
 
 from spark.config import Above, AtLeast, DropPathRate, Range, Section, check_fields, require
 
+from ..supervised import OWN, check_source
+
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 
@@ -36,6 +38,9 @@ class DetectionConfig(Section):
     arch: str = "resnet50"
     backbone: Literal["resnet", "timm"] = "resnet"
     drop_path_rate: DropPathRate = 0.0  # timm backbone only
+    # The supervised arm's backbone weights: "own" (this DAG's from-scratch classifier with all labels),
+    # "torchvision:<weights>", "timm:<model>.<tag>" or a file; eval/supervised.py says how each is found offline.
+    supervised_weights: str = OWN
 
     # Input: multi-scale training on the short side, ImageNet mean/std in RGB.
     min_size_train: tuple[int, ...] = tuple(range(480, 897, 32))
@@ -71,6 +76,7 @@ class DetectionConfig(Section):
         check_fields(self)
         require(self.backbone == "timm" or self.arch in RESNET_DEPTHS, "arch",
                 f"the resnet backbone supports {', '.join(RESNET_DEPTHS)}, got {self.arch!r} (use backbone: timm)")
+        require((problem := check_source(self.supervised_weights)) is None, "supervised_weights", str(problem))
         require(len(self.min_size_train) >= 1 and min(self.min_size_train) >= 32, "min_size_train",
                 f"must be a non-empty list of sizes >= 32, got {list(self.min_size_train)}")
         require(self.max_size_train >= max(self.min_size_train), "max_size_train", "must be >= every min_size_train")

@@ -2,7 +2,8 @@
 
 ``RUN_DIR`` receives ``checkpoint.pth`` (model, EMA, optimizer, history: everything to resume), ``metrics.json``
 (last epoch's top-1/top-5 of the model and of its EMA, the best epoch, the init source and its load report),
-``dvclive/`` (per-epoch curves), ``config.yaml``, ``train.log`` and ``run.json``. Running the same command again
+``encoder.pth`` (the final model's trunk in plain timm names: a from-scratch run with all labels is the DAG's own
+supervised classifier, the supervised arm of detection), ``dvclive/`` (per-epoch curves), ``config.yaml``, ``train.log`` and ``run.json``. Running the same command again
 continues after the last checkpoint.
 """
 from __future__ import annotations
@@ -18,8 +19,11 @@ from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from spark.engine import METRICS_NAME, DistEnv, EpochTrainer, run_training, seed_all, train_loader
-from spark.io import write_json
+from spark.encoder import head_keys
+from spark.engine import (
+    ENCODER_NAME, METRICS_NAME, DistEnv, EpochTrainer, run_training, seed_all, train_loader, unwrap,
+)
+from spark.io import save_torch, write_json
 
 from .config import FinetuneConfig
 from .data import batch_mixer, eval_transform, image_folders, label_split, train_transform
@@ -139,6 +143,10 @@ class Finetuner(EpochTrainer):
         return {"init": self.init, **super().run_info()}
 
     def finish(self) -> None:
+        """``metrics.json`` and the final model's trunk (the model whose top-1 the tables report, not the EMA)."""
+        head = head_keys(self.config.arch)
+        trunk = {k: v for k, v in unwrap(self.model).state_dict().items() if k not in head}
+        save_torch(trunk, self.run_dir / ENCODER_NAME)
         write_json(self.run_dir / METRICS_NAME, self.summary())
 
     def summary(self) -> dict[str, Any]:

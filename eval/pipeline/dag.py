@@ -9,7 +9,8 @@ DVC's placeholders, the tables stage with real names. Branches:
   the paper, each encoder is pretrained once);
 - fine-tuning: in every ``label_regimes`` regime, from scratch and from the ``sparse`` encoder of each model, and
   from every ablation encoder in the ``ablation_regimes``;
-- detection: from scratch and from the ``sparse`` encoder, for the ``detection_models``.
+- detection: from scratch, from a supervised classifier (the paper's COCO baseline; eval/supervised.py says whose)
+  and from the ``sparse`` encoder, for the ``detection_models``.
 
 Fine-tuning and detection run once per seed in ``seeds``; seed ``s`` fixes data order, label split, head
 initialisation and augmentation alike in every arm, so two arms of one seed differ only in the encoder's
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Iterator
 
 from spark.config import AtLeast, Checked, check_fields, parse_top_level, require
 
-from ..arms import METHOD, SCRATCH
+from ..arms import METHOD, SCRATCH, SUPERVISED
 
 ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared with
 
@@ -30,7 +31,7 @@ ALL_LABELS = "all"  # the label regime the paper's ImageNet numbers are compared
 @dataclass(frozen=True)
 class Branch:
     model: str
-    init: str  # a pretraining variant, or "scratch"
+    init: str  # a pretraining variant, "scratch" or "supervised"
     seed: int | str
     regime: str | None = None  # fine-tuning only: the label regime
 
@@ -45,11 +46,6 @@ class Family:
     regime: str | None = None  # label_regimes or ablation_regimes: one branch per label regime
     seeds: bool = True  # one branch per seed in ``seeds``; else one, with ``pretrain_seed``
     name: str = ""  # its DVC stage: the stage's name, then "_" + this
-
-    @property
-    def scratch(self) -> bool:
-        """Whether its branches start from random weights rather than a pretrained encoder."""
-        return self.init == (SCRATCH,)
 
     def branches(self, params: dict[str, Any]) -> Iterator[Branch]:
         inits = self.init if isinstance(self.init, tuple) else list(params[self.init] or {})
@@ -94,6 +90,21 @@ class Layout:
     def encoder(self, model: str, variant: str, seed: int | str) -> str:
         """The encoder a pretraining run exports: what fine-tuning and detection start from."""
         return f"{self.run('pretrain', Branch(model, variant, seed))}/encoder.pth"
+
+    def supervised(self, model: str, seed: int | str) -> str:
+        """The DAG's own supervised classifier's trunk: the fine-tuning from scratch with all labels (``own`` in
+        eval/supervised.py)."""
+        return f"{self.run('finetune', Branch(model, SCRATCH, seed, ALL_LABELS))}/encoder.pth"
+
+    def start(self, model: str, init: str, seed: int | str) -> str | None:
+        """The weights a downstream branch with ``init`` reads from the DAG, the runs made with ``seed``: an
+        encoder, the own supervised classifier's trunk, or None from scratch. The supervised arm depends on the own
+        classifier even where its weights are published (neither engine's deps can vary with a params value in
+        DVC's matrix): that run is in every preset with all labels, and a shorter one than the pretraining the
+        SparK arm waits for, so it only orders jobs."""
+        if init == SCRATCH:
+            return None
+        return self.supervised(model, seed) if init == SUPERVISED else self.encoder(model, init, seed)
 
     def log(self, job: str, suffix: str = ".log") -> str:
         """A job's log (with ``suffix=".benchmark.tsv"``, its benchmark) under ``runs/<preset>/logs``, named after

@@ -20,7 +20,6 @@ import yaml
 
 from spark.io import write_text
 
-from ..arms import SCRATCH
 from .dag import DAG_KEYS, Branch, Family, Layout
 from .stage_code import ROOT, stage_code
 from .stages import Stage, training_stages
@@ -91,14 +90,15 @@ def _family(stage: Stage, family: Family) -> dict[str, Any]:
     branch = Branch("${item.model}", family.init[0] if one_init else "${item.init}",
                     "${item.seed}" if family.seeds else PRETRAIN_SEED, "${item.regime}" if family.regime else None)
     run = LAYOUT.run(stage.name, branch)
-    encoder = [] if stage.pretrains or family.scratch else [LAYOUT.encoder(branch.model, branch.init, PRETRAIN_SEED)]
+    start = None if stage.pretrains else LAYOUT.start(branch.model, branch.init, PRETRAIN_SEED)
+    encoder = [start] if start else []
     params = [*([stage.name] if stage.schema else []), f"models.{branch.model}",
               *([f"label_regimes.{branch.regime}"] if family.regime else []),
               *([f"ablations.{branch.init}"] if stage.pretrains and family.init == "ablations" else [])]
     outs = [f"{run}/{name}" for name in stage.outs]
     return {
         "matrix": matrix,
-        "cmd": " ".join(stage.command(PARAMS_FILE, run, branch, encoder[0] if encoder else SCRATCH)),
+        "cmd": " ".join(stage.command(PARAMS_FILE, run, branch, start)),
         "deps": [*([MANIFESTS[stage.data]] if stage.data else []), *encoder, *stage_code(stage.name)],
         "params": params,
         **({"outs": outs} if outs else {}),

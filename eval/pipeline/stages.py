@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from spark.config import ConfigError, Section
 
-from ..arms import METHOD, SCRATCH
+from ..arms import METHOD, SCRATCH, SUPERVISED
+from ..supervised import OWN, weights_file
 from .params import branch_config, load_params
-from .dag import Branch, DagConfig, Family, layout
+from .dag import ALL_LABELS, Branch, DagConfig, Family, layout, pretrain_seed
 from .resources import StageResources, stage_resources
 
 if TYPE_CHECKING:
@@ -93,19 +94,24 @@ class Stage:
                                                seeds.index(b.seed) if b.seed in seeds else -1,
                                                models.index(b.model)))
 
-    def command(self, params_file: str, run: str, branch: Branch, start: str) -> list[str]:
-        """A branch's job, the same under both engines; ``start`` is the encoder it starts from (or scratch)."""
+    def command(self, params_file: str, run: str, branch: Branch, encoder: str | None) -> list[str]:
+        """A branch's job, the same under both engines; ``encoder`` is the pretrained encoder it starts from. The
+        baselines are named: ``scratch``, and ``supervised``, whose weights the job finds (eval/supervised.py)."""
         argv = ["python", "-m", "eval.cli", self.name, "--params", params_file, "--restart-on-change", "--out", run,
                 "--model", branch.model]
         if branch.regime is not None:
             argv += ["--regime", branch.regime]
-        argv += ["--variant", branch.init] if self.pretrains else ["--init", start]
+        if self.pretrains:
+            argv += ["--variant", branch.init]
+        else:
+            argv += ["--init", branch.init if branch.init in (SCRATCH, SUPERVISED) else encoder]
         return argv + ([f"{self.name}.seed={branch.seed}"] if self.schema else [])
 
 
 def _prepare(job: Job) -> list[Path]:
     from eval.data.prepare import prepare
 
+    check_published_weights(load_params(job.args.params))  # the one input from outside the DAG besides the data
     return prepare(job.config)
 
 
@@ -174,10 +180,12 @@ STAGES = {stage.name: stage for stage in (
           families=(Family("models", (SCRATCH,), regime="label_regimes", name="scratch"),
                     Family("models", (METHOD,), regime="label_regimes"),
                     Family("ablation_models", "ablations", regime="ablation_regimes", name="ablation")),
-          data="classification", outs=("run.json",), plots=True, check=_reads_labelled_images),
+          data="classification", outs=("encoder.pth", "run.json"), plots=True, check=_reads_labelled_images),
     Stage("detection", "Mask R-CNN transfer on COCO-format data (Detectron2)", _detection,
           schema="eval.detection.config:DetectionConfig",
-          families=(Family("detection_models", (SCRATCH,), name="scratch"), Family("detection_models", (METHOD,))),
+          families=(Family("detection_models", (SCRATCH,), name="scratch"),
+                    Family("detection_models", (SUPERVISED,), name="supervised"),
+                    Family("detection_models", (METHOD,))),
           data="detection", outs=("run.json",), log="log.txt", plots=True, check=_reads_coco, own_processes=True,
           conda="detectron2",
           options=(option("--num-gpus", type=int, help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in "
@@ -212,11 +220,32 @@ def validate(params: dict[str, Any]) -> None:
             config = branch_config(params, schema, model=model, variant=variant, regime=regime)
             if stage.check:
                 stage.check(config, data)
+        for model in sorted({b.model for b in stage.branches(params) if b.init == SUPERVISED}):
+            source = branch_config(params, schema, model=model).supervised_weights
+            if source == OWN and ALL_LABELS not in params["label_regimes"]:
+                raise ConfigError(f"params: label_regimes: the supervised arm of {model} reads the DAG's own "
+                                  f"classifier ({stage.name}.supervised_weights: {OWN}), the fine-tuning from scratch "
+                                  f"with '{ALL_LABELS}' labels: add that regime")
     for stage in STAGES:
         stage_resources(params, stage)
     unknown = sorted(set(params.get("resources") or {}) - set(STAGES))
     if unknown:
         raise ConfigError(f"params: resources.{unknown[0]}: unknown stage (known: {', '.join(STAGES)})")
+
+
+def supervised_start(params: dict[str, Any], model: str) -> Path:
+    """The weights file the supervised arm of ``model`` starts from, as its detection section names them."""
+    source = branch_config(params, STAGES["detection"].section(), model=model).supervised_weights
+    return weights_file(source, own=layout(params).supervised(model, pretrain_seed(params)))
+
+
+def check_published_weights(params: dict[str, Any]) -> None:
+    """Every published supervised weight file the preset names is on this machine: ``prepare`` calls this, so a
+    missing one stops the run before any work rather than when detection starts, hours later."""
+    for model in params["detection_models"] or []:
+        source = branch_config(params, STAGES["detection"].section(), model=model).supervised_weights
+        if source != OWN:
+            weights_file(source, own="")
 
 
 def workflow_params(configfiles: list[str | Path], config: dict[str, Any],

@@ -3,7 +3,7 @@ and tools use; the rest is imported from its module: run, step, precision, distr
 from .data import seed_all, set_deterministic, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, require_gpus, retain_freed_memory, unwrap
 from .precision import AUTO_MIN_STEPS, Compilation, CompileSetting, Precision
-from .records import METRICS_NAME
+from .records import ENCODER_NAME, METRICS_NAME
 from .run import EpochTrainer, TrainingConfig, check_resumable, run_training
 from .step import cosine, train_step
 
@@ -13,6 +13,7 @@ __all__ = [
     "CompileSetting",
     "DistEnv",
     "EpochTrainer",
+    "ENCODER_NAME",
     "METRICS_NAME",
     "Precision",
     "TrainingConfig",

@@ -23,6 +23,7 @@ except ImportError:
 
 CHECKPOINT_NAME = "checkpoint.pth"
 METRICS_NAME = "metrics.json"  # a run's result (``dvc metrics show``), written once its last epoch is done
+ENCODER_NAME = "encoder.pth"  # the trunk a run exports in plain timm names: what downstream stages start from
 DVCLIVE_DIR = "dvclive"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from spark.engine import DistEnv, EpochTrainer, cosine, run_training, seed_all, train_loader, unwrap
+from spark.engine import ENCODER_NAME, DistEnv, EpochTrainer, cosine, run_training, seed_all, train_loader, unwrap
 from spark.images import spread
 from spark.io import save_torch
 from spark.model import SparK, build_spark
@@ -28,7 +28,6 @@ from .visualize import write_reconstruction
 
 logger = logging.getLogger("spark.pretrain")
 
-ENCODER_NAME = "encoder.pth"
 RECONSTRUCTION_NAME = "reconstruction.png"
 
 

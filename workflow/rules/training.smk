@@ -10,11 +10,12 @@ class TrainingJobs:
         return Branch(wildcards.model, wildcards.init, wildcards.seed, wildcards.get("regime"))
 
     def encoder(self, wildcards):
-        """None for a pretraining or from scratch; else its pretraining run's (every seed starts from the one
-        pretraining, made with pretrain_seed)."""
-        if self.stage.pretrains or wildcards.init == SCRATCH:
+        """The weights a branch reads from the DAG (Layout.start): its pretraining run's encoder (every seed starts
+        from the one pretraining, made with pretrain_seed), the own supervised classifier's trunk, or none."""
+        if self.stage.pretrains:
             return []
-        return [LAYOUT.encoder(wildcards.model, wildcards.init, pretrain_seed(PARAMS))]
+        start = LAYOUT.start(wildcards.model, wildcards.init, pretrain_seed(PARAMS))
+        return [start] if start else []
 
     def section(self, wildcards):
         if self.stage.schema is None:
@@ -25,8 +26,8 @@ class TrainingJobs:
 
     def command(self, wildcards, input):
         branch = self.branch(wildcards)
-        start = input.encoder[0] if input.encoder else SCRATCH
-        return shlex.join(self.stage.command(PARAMS_FILE, LAYOUT.run(self.stage.name, branch), branch, start))
+        encoder = input.encoder[0] if input.encoder else None
+        return shlex.join(self.stage.command(PARAMS_FILE, LAYOUT.run(self.stage.name, branch), branch, encoder))
 
 
 for stage in training_stages():
