@@ -218,12 +218,13 @@ def check_tables(root: Path, params: dict) -> None:
     regimes = list(params["label_regimes"])
     imagenet = finite_table(results / "imagenet.csv", 2 * len(regimes), ["top-1", "top-5", "EMA top-1"])
     assert list(zip(imagenet["labels"], imagenet["init"])) == [(r, i) for r in regimes for i in ("scratch", "SparK")]
-    finite_table(results / "coco.csv", 2, ["AP^bb", "AP^bb_50", "AP^mk", "AP^mk_50"])
+    coco = finite_table(results / "coco.csv", 3, ["AP^bb", "AP^bb_50", "AP^mk", "AP^mk_50"])
+    assert list(coco["init"]) == ["scratch", "supervised", "SparK"]
     for regime in params["ablation_regimes"]:
         ablations = finite_table(results / f"ablations_resnet18_{regime}.csv", 1 + len(params["ablations"]),
                                  ["top-1", "final pretraining loss"])
         assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
-    claims = finite_table(results / "claims.csv", len(regimes) + 2 + len(params["ablations"]) *
+    claims = finite_table(results / "claims.csv", len(regimes) + 4 + len(params["ablations"]) *
                           len(params["ablation_regimes"]), ["difference"])
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
