@@ -18,12 +18,13 @@ from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from spark.engine import METRICS_NAME, DistEnv, EpochTrainer, run_training, seed_all, train_loader
+from spark.engine import METRICS_NAME, DistEnv, EpochTrainer, eval_loader, run_training, seed_all, train_loader
+from spark.images import image_folders
 from spark.io import write_json
 
 from .config import FinetuneConfig
-from .data import batch_mixer, eval_transform, image_folders, label_split, train_transform
-from .evaluate import average_buffers, eval_loader, topk_accuracy
+from .data import batch_mixer, eval_transform, label_split, train_transform
+from .evaluate import average_buffers, topk_accuracy
 from .loss import build_criterion
 from .model import SCRATCH, build_classifier
 from .optim import build_optimizer
@@ -58,7 +59,7 @@ class Finetuner(EpochTrainer):
         state = self.state
         train_set, val_set = image_folders(
             config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
-            eval_transform(config.input_size, config.eval_crop))
+            eval_transform(config.input_size, config.eval_crop), "finetune.data")
         self.num_classes = len(train_set.classes)
         if config.label_fraction < 1:
             train_set = Subset(train_set, label_split(train_set.targets, config.label_fraction, config.seed))
