@@ -18,9 +18,8 @@ from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from spark.engine import METRICS_NAME, DistEnv, EpochTrainer, eval_loader, run_training, seed_all, train_loader
+from spark.engine import DistEnv, EpochTrainer, eval_loader, run_training, seed_all, train_loader
 from spark.images import image_folders
-from spark.io import write_json
 
 from .config import FinetuneConfig
 from .data import batch_mixer, eval_transform, label_split, train_transform
@@ -139,13 +138,10 @@ class Finetuner(EpochTrainer):
     def run_info(self) -> dict[str, Any]:
         return {"init": self.init, **super().run_info()}
 
-    def finish(self) -> None:
-        write_json(self.run_dir / METRICS_NAME, self.summary())
-
     def summary(self) -> dict[str, Any]:
         """``metrics.json``: the last epoch's record, which of model/EMA was best, and where the weights came from."""
         _, prefix = best_evaluation(self.history)
-        return {"epoch": len(self.history), **self.history[-1], "best_model": "ema" if prefix else "final",
+        return {**super().summary(), "best_model": "ema" if prefix else "final",
                 "init": self.init, "load_report": self.load_report, "num_classes": self.num_classes}
 
     def log_start(self) -> None:
