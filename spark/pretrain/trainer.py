@@ -115,7 +115,7 @@ class Pretrainer(EpochTrainer):
         return {"knn_top1_init": self.knn_init}
 
     def summary(self) -> dict[str, Any]:
-        """The last epoch's record; with the k-NN monitor, also the random initialisation's top-1 and the epochs
+        """The last epoch's record; with the k-NN monitor, also the initial weights' top-1 and the epochs
         measured."""
         if self.knn is None:
             return super().summary()
