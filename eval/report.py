@@ -74,6 +74,9 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
                              table))
     figures.loss_curves(runs["pretrain"], out / "pretrain_loss.png")
     figures.reconstruction_grid(runs["pretrain"], out / "reconstructions.png")
+    knn_runs = [run for run in runs["pretrain"] if "knn_top1" in run.metrics]
+    if knn_runs:
+        figures.knn_curves(knn_runs, out / "pretrain_knn.png")
 
     lines = [f"# SparK reproduction: results of the `{params['preset']}` preset", ""]
     if data.classification != "imagenet" or data.detection != "coco":
@@ -84,6 +87,7 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     for title, stem, table in sections:
         lines += [f"## {title}", "", write_table(table, out / stem), ""]
     lines += ["## Figures", "", "![pretraining loss](pretrain_loss.png)", "", "![reconstructions](reconstructions.png)", "",
+              *(["![k-NN monitor](pretrain_knn.png)", ""] if knn_runs else []),
               "## Runs behind every cell", "", write_table(provenance_table(runs), out / "runs"), "",
               "## Sources of the reference columns", ""]
     lines += [f"- `{key}`: {text}" for key, text in reference.SOURCES.items()]

@@ -10,11 +10,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize, TrivialAugmentWide
 
-from eval.finetune.data import batch_mixer, eval_transform, image_folders, label_split, train_transform
-from eval.finetune.evaluate import eval_loader, topk_accuracy
+from eval.finetune.data import batch_mixer, eval_transform, label_split, train_transform
+from eval.finetune.evaluate import topk_accuracy
 from eval.finetune.loss import build_criterion
 from spark.config import ConfigError
-from spark.engine import DistEnv, Precision
+from spark.engine import DistEnv, Precision, eval_loader
+from spark.images import image_folders
 
 
 def kinds(transform) -> list[type]:
@@ -112,9 +113,9 @@ def test_image_folders_need_train_and_val_with_the_same_classes(tmp_path):
             (tmp_path / split / name).mkdir(parents=True)
             photo(8, 8).save(tmp_path / split / name / "0.png")
     with pytest.raises(ConfigError, match=r"train has 2 classes and .*val 3; they must have the same class folders"):
-        image_folders(tmp_path, train_transform(32, "auto", 0.25), eval_transform(32, 0.95))
+        image_folders(tmp_path, train_transform(32, "auto", 0.25), eval_transform(32, 0.95), "finetune.data")
     with pytest.raises(ConfigError, match=r"^params: finetune.data: no train/ folder in"):
-        image_folders(tmp_path / "train", None, None)
+        image_folders(tmp_path / "train", None, None, "finetune.data")
 
 
 def test_label_split_is_stratified_and_fixed_by_the_seed():

@@ -12,7 +12,7 @@ from PIL import Image
 from eval.arms import SCRATCH
 from eval.cli import main as spark_cli
 from eval.finetune import FinetuneConfig, build_classifier, finetune
-from eval.finetune.data import batch_mixer, eval_transform, image_folders, train_transform
+from eval.finetune.data import batch_mixer, eval_transform, train_transform
 from eval.finetune.loss import build_criterion
 from eval.finetune.optim import build_optimizer
 from eval.pipeline.params import load_params
@@ -21,6 +21,7 @@ from spark.model import SparKConfig, build_spark
 from spark.config import ConfigError
 from spark.engine import DistEnv, seed_all, set_epoch, train_loader
 from spark.engine.step import apply_lr_wd, warmup_cosine
+from spark.images import image_folders
 from spark.io import load_torch, save_torch
 from helpers import (
     assert_same_weights, assert_steps_match_one_process, counting_reads, kill_after_first_checkpoint,
@@ -181,7 +182,7 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_p
     # The data: at every step the two ranks hold, between them, exactly the 8 (image, class) pairs one process loads.
     train_set, val_set = image_folders(
         config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
-        eval_transform(config.input_size, config.eval_crop))
+        eval_transform(config.input_size, config.eval_crop), "finetune.data")
     one = train_loader(train_set, batch_size=8, env=DistEnv(), seed=config.seed, num_workers=0)
     batches = []
     for epoch in (1, 2):

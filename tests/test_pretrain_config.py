@@ -31,6 +31,11 @@ def parse(**pretrain) -> PretrainConfig:
     ({"global_batch": 0}, "params: pretrain.global_batch: must be >= 1"),
     ({"epochs": "many"}, "params: pretrain.epochs: expected int"),
     ({"mask_raito": 0.5}, "params: pretrain.mask_raito: unknown key"),
+    ({"knn_k": 0}, "params: pretrain.knn_k: must be >= 1, got 0"),
+    ({"knn_temperature": 0}, "params: pretrain.knn_temperature: must be > 0, got 0.0"),
+    ({"knn_train_images": 0}, "params: pretrain.knn_train_images: must be >= 1, got 0"),
+    ({"knn_every": 0}, "params: pretrain.knn_every: must be >= 1, got 0"),
+    ({"knn_data": ""}, "params: pretrain.knn_data: must name an ImageFolder root or be null"),
 ])
 def test_invalid_values_name_the_key(values, message):
     with pytest.raises(ConfigError) as err:

@@ -23,6 +23,7 @@ from spark.io import load_torch
 from spark.model import SparK, build_spark
 from spark.pretrain import PretrainConfig, pretrain
 from spark.pretrain.data import ImageFiles, collate_images, list_images, normalize, train_transform
+from spark.pretrain.knn import KnnMonitor, encoder_features, knn_top1
 from spark.pretrain.optim import build_optimizer
 from spark.sparse import MaskedBatchNorm
 from helpers import (
@@ -53,6 +54,15 @@ def write_images(root: Path, count: int, size: int = 72, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     return write_images(tmp_path_factory.mktemp("data") / "images", 16)
+
+
+@pytest.fixture(scope="module")
+def knn_images(tmp_path_factory) -> Path:
+    """An ImageFolder root for the k-NN monitor: 9 train and 5 val images of 3 classes (odd: uneven rank shards)."""
+    root = tmp_path_factory.mktemp("knn")
+    write_images(root / "train", 9, seed=1)
+    write_images(root / "val", 5, seed=2)
+    return root
 
 
 def tiny(images: Path, **changes) -> PretrainConfig:
@@ -145,8 +155,11 @@ from eval.pipeline.params import load_params
 from spark.model import SparK
 from spark.pretrain import PretrainConfig, pretrain
 from spark.sparse import MaskedBatchNorm
+import spark.pretrain.knn as knn
 from helpers import record_train_steps
 torch.set_num_threads(1)
+gathered, gather = [], knn.gather_shards  # the k-NN monitor's features, as every rank votes with them
+knn.gather_shards = lambda shard, total: gathered.append(gather(shard, total)) or gathered[-1]
 masks = []
 draw = SparK.sample_visible
 def sample_visible(self, *args, **kwargs):  # the trainer draws one mask per (micro-)batch
@@ -158,7 +171,8 @@ model = pretrain(PretrainConfig.parse(load_params(sys.argv[1])), sys.argv[2])
 bns = {name: m for name, m in model.named_modules() if isinstance(m, MaskedBatchNorm)}
 torch.save({"steps": steps, "params": {k: v.detach() for k, v in model.named_parameters()},
             "masked_bn": {f"{n}.{k}": v for n, m in bns.items() for k, v in m.named_buffers()},
-            "synced": [m.sync for m in bns.values()]}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+            "synced": [m.sync for m in bns.values()], "knn_features": gathered},
+           f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
 """
 
 
@@ -188,15 +202,17 @@ def ddp_reference_loss(model: SparK, ranks: list[dict], micro_batch: int) -> tor
 
 
 @pytest.fixture(scope="module")
-def two_rank_runs(images, tmp_path_factory):
+def two_rank_runs(images, knn_images, tmp_path_factory):
     """``run(compiled)``: the config, run directory and per-rank records of RANK_SCRIPT's pretraining on 2 gloo
-    ranks (2 epochs of 4 steps, micro-batches of 1, fp32), made once for the tests that compare with it."""
+    ranks (2 epochs of 4 steps, micro-batches of 1, fp32, the k-NN monitor every epoch), made once for the tests
+    that compare with it."""
     runs = {}
 
     def run(compiled: bool):
         if compiled not in runs:
             work = tmp_path_factory.mktemp("compiled" if compiled else "eager")
-            config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False, compile=compiled)
+            config = tiny(images, epochs=2, micro_batch=1, precision="fp32", deterministic=False, compile=compiled,
+                          knn_data=str(knn_images), knn_k=3)
             params = write_params(work / "params.yaml", config)
             runs[compiled] = config, work / "run", run_two_gloo_ranks(RANK_SCRIPT, params, work / "run")
         return runs[compiled]
@@ -251,6 +267,32 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(two_rank_runs,
         assert_all_close(r["masked_bn"], bns, DDP_RTOL, f"rank {rank}: masked BN running statistics")
         assert r["synced"] and all(r["synced"]), "masked BNs must synchronise their moments under DDP"
     assert_same_weights(ranks[0]["params"], ranks[1]["params"])
+    assert_knn_like_one_process(config, run_dir, ranks)
+
+
+def assert_knn_like_one_process(config: PretrainConfig, run_dir: Path, ranks: list[dict]) -> None:
+    """The k-NN monitor under DDP (before training, after epochs 1 and 2): each rank extracts its shard of the
+    train and val images, and the gathered features, the same on both ranks, are what one process extracts from
+    the same weights, in the same order; the recorded top-1 is what one process votes with them."""
+    features = [r["knn_features"] for r in ranks]
+    assert len(features[0]) == len(features[1]) == 3 * 2  # (train, val) per evaluation
+    for a, b in zip(*features):
+        assert torch.equal(a, b)
+    monitor = KnnMonitor(config, DistEnv(), Precision.resolve("fp32", False, torch.device("cpu")))
+    checkpoint = load_torch(run_dir / "checkpoint.pth")
+    seed_all(config.seed)
+    model = build_spark(config.model_config())
+    initial = [encoder_features(model, loader, DistEnv(), monitor.precision)
+               for loader in (monitor.train_loader, monitor.val_loader)]
+    model.load_state_dict(checkpoint["model"])
+    final = [encoder_features(model, loader, DistEnv(), monitor.precision)
+             for loader in (monitor.train_loader, monitor.val_loader)]
+    assert [len(f) for f in features[0]] == [9, 5] * 3
+    for gathered, expected in zip(features[0][:2] + features[0][-2:], initial + final):
+        torch.testing.assert_close(gathered, expected, rtol=1e-4, atol=1e-5)
+    labels = monitor.train_labels, monitor.val_labels
+    for value, (train, val) in ((checkpoint["knn_top1_init"], initial), (checkpoint["history"][-1]["knn_top1"], final)):
+        assert value == knn_top1(train, labels[0], val, labels[1], config.knn_k, config.knn_temperature)
 
 
 def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_is_killed(two_rank_runs,
@@ -285,9 +327,20 @@ def test_two_nodes_train_like_one_node_of_two_processes_and_resume_after_a_node_
     assert load_torch(killed / "checkpoint.pth")["epoch"] == 1 and not (killed / "encoder.pth").exists()
     with gloo_nodes(["-m", "eval.cli", *job], tmp_path) as nodes:
         assert wait_all(nodes, tmp_path) == [0, 0]
-    assert "resuming" in (killed / "train.log").read_text()
+    log = (killed / "train.log").read_text()
+    assert "resuming" in log
     final = model_state(killed)
     assert_same_weights(two_nodes[0]["params"], {k: final[k] for k in two_nodes[0]["params"]})
+    # The k-NN history survives the kill: the initial value measured once, by the first job, and kept.
+    assert log.count("k-NN top-1 before training") == 1
+    uninterrupted = load_torch(one_node_run / "checkpoint.pth")
+    knn = [record["knn_top1"] for record in uninterrupted["history"]]
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert [metrics["knn_top1_init"], metrics["knn_epochs"], metrics["knn_top1"]] == [
+        uninterrupted["knn_top1_init"], [1, 2], knn[-1]]
+    rows = (killed / "dvclive/plots/metrics/knn_top1.tsv").read_text().splitlines()
+    assert [(int(step), float(value)) for step, value in (row.split("\t") for row in rows[1:])] == [(1, knn[0]),
+                                                                                                (2, knn[1])]
 
 
 def test_compiled_run_takes_masks_as_inputs_and_matches_eager(images, tmp_path, monkeypatch):

@@ -126,6 +126,24 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert (provenance["pulled"] == "yes").sum() == (~ran_here).sum() and set(provenance["pulled"][ran_here]) == {"no"}
     assert set(provenance["engine"][ran_here]) == {"snakemake"} and set(provenance["host"][ran_here]) == {"node1"}
     assert (out / "pretrain_loss.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
+    assert "pretrain_knn.png" not in text and not (out / "pretrain_knn.png").exists()  # no run has the monitor
+
+
+def test_report_shows_the_knn_monitor_of_the_runs_that_have_it(tmp_path):
+    write_runs(tmp_path)
+    runs = layout(PARAMS)
+    for b in STAGES["pretrain"].branches(PARAMS):
+        path = tmp_path / runs.run("pretrain", b)
+        metrics = json.loads((path / "metrics.json").read_text())
+        (path / "metrics.json").write_text(json.dumps({**metrics, "knn_top1": 30.0, "knn_top1_init": 12.0,
+                                                       "knn_epochs": [1, 2]}))
+        (path / "dvclive/plots/metrics/knn_top1.tsv").write_text("step\tknn_top1\n1\t20.0\n2\t30.0\n")
+    out = tmp_path / "results"
+    report(PARAMS, out, root=tmp_path)
+    text = (out / "REPORT.md").read_text()
+    assert text.index("## Figures") < text.index("![k-NN monitor](pretrain_knn.png)") < text.index("## Runs behind")
+    with Image.open(out / "pretrain_knn.png") as figure:
+        assert figure.size == (840, 540)  # 7 x 4.5 inches at 120 dpi
 
 
 def test_each_value_says_how_many_seeds_it_rests_on(tmp_path):

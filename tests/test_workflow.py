@@ -184,6 +184,7 @@ def test_params_are_checked_up_front_naming_the_key(tmp_path):
         ({"ablations": {"bad": {"mask_ratio": 1.5}}}, "params: pretrain.mask_ratio: must be in (0, 1)"),
         ({"models": {"resnet_nope": {}}, "ablation_models": [], "detection_models": []}, "pretrain.arch"),
         ({"finetune": {**params["finetune"], "data": "elsewhere"}}, "params: finetune.data: elsewhere is not where"),
+        ({"pretrain": {**params["pretrain"], "knn_data": "elsewhere"}}, "params: pretrain.knn_data: elsewhere is not"),
         ({"resources": {"pretrain": {"gpus": -1}}}, "params: resources.pretrain.gpus"),
         ({"seeds": [0, 0]}, "params: seeds: repeated seed"),
         ({"ablation_regimes": ["few"]}, "params: ablation_regimes: 'few' is not in label_regimes"),

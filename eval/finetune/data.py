@@ -6,7 +6,6 @@ policy instead of colour jitter, ImageNet mean/std, RandomErasing with per-pixel
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -15,10 +14,8 @@ from PIL import Image
 from timm.data import Mixup
 from timm.data.transforms_factory import transforms_imagenet_eval, transforms_imagenet_train
 from torch import Tensor
-from torchvision.datasets import ImageFolder
 from torchvision.transforms import Compose, InterpolationMode, TrivialAugmentWide
 
-from spark.config import ConfigError
 
 TRIVIAL, NO_POLICY = "trivial", "none"
 # From this input size on the reference replaces TrivialAugmentWide by timm's AutoAugment policy "v0".
@@ -54,26 +51,6 @@ def train_transform(size: int, augment: str, erase_prob: float,
 def eval_transform(size: int, crop: float) -> Callable[[Image.Image], Tensor]:
     """Shorter side to ``floor(size / crop)`` (bicubic), centre crop ``size``, ImageNet mean/std."""
     return transforms_imagenet_eval(size, crop_pct=crop, interpolation="bicubic")
-
-
-def image_folders(root: str | Path, train: Callable, val: Callable) -> tuple[ImageFolder, ImageFolder]:
-    """``root/train`` and ``root/val`` as ImageFolders with the given transforms; both must hold the same classes."""
-    root = Path(root)
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise ConfigError(f"params: finetune.data: no {split}/ folder in {root} (expected an ImageFolder root)")
-    train_set, val_set = _image_folder(root / "train", train), _image_folder(root / "val", val)
-    if train_set.classes != val_set.classes:
-        raise ConfigError(f"params: finetune.data: {root}/train has {len(train_set.classes)} classes and "
-                          f"{root}/val {len(val_set.classes)}; they must have the same class folders")
-    return train_set, val_set
-
-
-def _image_folder(folder: Path, transform: Callable) -> ImageFolder:
-    try:
-        return ImageFolder(str(folder), transform)
-    except FileNotFoundError as err:  # no class folders, or a class folder without an image file
-        raise ConfigError(f"params: finetune.data: {folder}: {str(err).splitlines()[0]}") from None
 
 
 def batch_mixer(num_classes: int, *, mixup: float, cutmix: float, switch_prob: float, smoothing: float) -> Mixup:

@@ -1,4 +1,5 @@
-"""Top-k accuracy over a validation set sharded across ranks (every image counted exactly once).
+"""Top-k accuracy over a validation set sharded across ranks (every image counted exactly once, see
+:func:`spark.engine.data.eval_loader`).
 
 Generic: nothing here knows about fine-tuning recipes, so it can move to :mod:`spark.engine` as is.
 """
@@ -8,17 +9,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from spark.engine import DistEnv, Precision, all_reduce_mean, all_reduce_sum
-
-
-def eval_loader(dataset: Dataset, *, batch_size: int, env: DistEnv, num_workers: int) -> DataLoader:
-    """This rank's share of ``dataset``, in order: images ``rank, rank + world_size, ...``. Unlike
-    DistributedSampler it pads nothing, so summed counts cover the set exactly once."""
-    shard = Subset(dataset, range(env.rank, len(dataset), env.world_size))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=env.device.type == "cuda", persistent_workers=num_workers > 0)
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 ``RUN_DIR`` receives ``checkpoint.pth`` (model, EMA, optimizer, history: everything to resume), ``metrics.json``
 (last epoch's top-1/top-5 of the model and of its EMA, the best epoch, the init source and its load report),
 ``encoder.pth`` (the final model's trunk in plain timm names: a from-scratch run with all labels is the DAG's own
-supervised classifier, the supervised arm of detection), ``dvclive/`` (per-epoch curves), ``config.yaml``, ``train.log`` and ``run.json``. Running the same command again
-continues after the last checkpoint.
+supervised classifier, the supervised arm of detection), ``dvclive/`` (per-epoch curves), ``config.yaml``,
+``train.log`` and ``run.json``. Running the same command again continues after the last checkpoint.
 """
 from __future__ import annotations
 
@@ -20,14 +20,13 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 
 from spark.encoder import head_keys
-from spark.engine import (
-    ENCODER_NAME, METRICS_NAME, DistEnv, EpochTrainer, run_training, seed_all, train_loader, unwrap,
-)
-from spark.io import save_torch, write_json
+from spark.engine import ENCODER_NAME, DistEnv, EpochTrainer, eval_loader, run_training, seed_all, train_loader, unwrap
+from spark.images import image_folders
+from spark.io import save_torch
 
 from .config import FinetuneConfig
-from .data import batch_mixer, eval_transform, image_folders, label_split, train_transform
-from .evaluate import average_buffers, eval_loader, topk_accuracy
+from .data import batch_mixer, eval_transform, label_split, train_transform
+from .evaluate import average_buffers, topk_accuracy
 from .loss import build_criterion
 from .model import SCRATCH, build_classifier
 from .optim import build_optimizer
@@ -62,7 +61,7 @@ class Finetuner(EpochTrainer):
         state = self.state
         train_set, val_set = image_folders(
             config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
-            eval_transform(config.input_size, config.eval_crop))
+            eval_transform(config.input_size, config.eval_crop), "finetune.data")
         self.num_classes = len(train_set.classes)
         if config.label_fraction < 1:
             train_set = Subset(train_set, label_split(train_set.targets, config.label_fraction, config.seed))
@@ -147,12 +146,12 @@ class Finetuner(EpochTrainer):
         head = head_keys(self.config.arch)
         trunk = {k: v for k, v in unwrap(self.model).state_dict().items() if k not in head}
         save_torch(trunk, self.run_dir / ENCODER_NAME)
-        write_json(self.run_dir / METRICS_NAME, self.summary())
+        super().finish()
 
     def summary(self) -> dict[str, Any]:
         """``metrics.json``: the last epoch's record, which of model/EMA was best, and where the weights came from."""
         _, prefix = best_evaluation(self.history)
-        return {"epoch": len(self.history), **self.history[-1], "best_model": "ema" if prefix else "final",
+        return {**super().summary(), "best_model": "ema" if prefix else "final",
                 "init": self.init, "load_report": self.load_report, "num_classes": self.num_classes}
 
     def log_start(self) -> None:

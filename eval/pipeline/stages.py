@@ -154,6 +154,8 @@ def _report(job: Job) -> list[Path]:
 
 def _reads_pretraining_images(config: Any, data: PreparedData) -> None:
     _same_path(config.data, data.classification.pretrain, "pretrain.data")
+    if config.knn_data is not None:  # the k-NN monitor's labelled images
+        _same_path(config.knn_data, data.classification.train.parent, "pretrain.knn_data")
 
 
 def _reads_labelled_images(config: Any, data: PreparedData) -> None:

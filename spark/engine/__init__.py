@@ -1,6 +1,6 @@
 """Training machinery shared by pretraining and fine-tuning; nothing here knows about SparK. Exports what the stages
 and tools use; the rest is imported from its module: run, step, precision, distributed, data or records."""
-from .data import seed_all, set_deterministic, set_epoch, train_loader
+from .data import eval_loader, seed_all, set_deterministic, set_epoch, train_loader
 from .distributed import DistEnv, all_reduce_mean, all_reduce_sum, require_gpus, retain_freed_memory, unwrap
 from .precision import AUTO_MIN_STEPS, Compilation, CompileSetting, Precision
 from .records import ENCODER_NAME, METRICS_NAME
@@ -21,6 +21,7 @@ __all__ = [
     "all_reduce_sum",
     "check_resumable",
     "cosine",
+    "eval_loader",
     "require_gpus",
     "retain_freed_memory",
     "run_training",

@@ -4,6 +4,7 @@ uninterrupted one.
 Instead of checkpointing generator states (one per rank and per loader worker, which persistent workers make
 impossible to restore), each epoch reseeds every rank from :func:`derive_seed`, and the loader runs each sample's
 transforms (torch, ``random`` or NumPy draws) under its own seed, whatever the worker count.
+An evaluation reads a fixed, unshuffled shard per rank instead (:func:`eval_loader`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from .distributed import DistEnv
 
@@ -111,3 +112,11 @@ def train_loader(dataset: Dataset, *, batch_size: int, env: DistEnv, seed: int, 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Select the shuffle and augmentation seeds of ``epoch`` for a :func:`train_loader`."""
     loader.batch_sampler.sampler.set_epoch(epoch)
+
+
+def eval_loader(dataset: Dataset, *, batch_size: int, env: DistEnv, num_workers: int) -> DataLoader:
+    """This rank's share of ``dataset``, in order: images ``rank, rank + world_size, ...``. Unlike
+    DistributedSampler it pads nothing, so summed counts cover the set exactly once."""
+    shard = Subset(dataset, range(env.rank, len(dataset), env.world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=env.device.type == "cuda", persistent_workers=num_workers > 0)

@@ -129,6 +129,20 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+
+def gather_shards(shard: Tensor, total: int) -> Tensor:
+    """The rows of every rank's :func:`~spark.engine.data.eval_loader` shard (rank ``r`` holds rows ``r, r +
+    world_size, ...`` of ``total``), in the dataset's order, on every rank (``shard`` itself in a single process).
+    Shards differ by at most one row; they are padded to the same length for the collective and trimmed after."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return shard
+    world_size = dist.get_world_size()
+    padded = shard.new_zeros(-(-total // world_size), *shard.shape[1:])
+    padded[:len(shard)] = shard
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return torch.stack(parts, dim=1).flatten(0, 1)[:total]  # row i of rank r is row i * world_size + r
+
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1  # -1: the heap is never trimmed
 M_MMAP_MAX = -4  # 0: no block is served by mmap

@@ -191,7 +191,11 @@ class EpochTrainer:
 
     def finish(self) -> None:
         """Rank 0, once the last epoch is done (or was already done): write the run's results."""
-        write_json(self.run_dir / METRICS_NAME, {"epoch": len(self.history), **self.history[-1]})
+        write_json(self.run_dir / METRICS_NAME, self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        """``metrics.json``: the last epoch's record (a stage may add to it)."""
+        return {"epoch": len(self.history), **self.history[-1]}
 
     # Building blocks for the subclass's constructor.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from spark.config import AtLeast, require
+from spark.config import Above, AtLeast, require
 from spark.engine import TrainingConfig
 from spark.model import SparKConfig
 
@@ -32,9 +32,18 @@ class PretrainConfig(SparKConfig, TrainingConfig):
     skip_bad_images: bool = False  # skip and count unreadable images instead of stopping
     vis_data: str | None = None  # images for reconstruction.png (default: spread over ``data``)
     vis_images: Annotated[int, AtLeast(0)] = 8
+    # The k-NN monitor (spark.pretrain.knn): top-1 of the encoder's features on labelled images, every knn_every
+    # epochs, before the first and after the last; null knn_data: no monitor.
+    knn_data: str | None = None  # an ImageFolder root with train/ and val/ (the fine-tuning data)
+    knn_every: Annotated[int, AtLeast(1)] = 1
+    knn_k: Annotated[int, AtLeast(1)] = 20  # neighbours that vote
+    knn_temperature: Annotated[float, Above(0)] = 0.07  # each neighbour's vote weighs exp(cosine / knn_temperature)
+    knn_train_images: Annotated[int | None, AtLeast(1)] = None  # a fixed subset spread over the classes (null: all)
+    knn_val_images: Annotated[int | None, AtLeast(1)] = None  # the same for val/
 
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an image folder or a manifest file")
+        require(self.knn_data != "", "knn_data", "must name an ImageFolder root or be null")
         SparKConfig.__post_init__(self)  # every field's constraints (check_fields), then the model's own rules
         self.check_schedule()
         require(self.betas == "auto" or (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)), "betas",

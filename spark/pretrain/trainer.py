@@ -1,8 +1,8 @@
 """The pretraining run (:func:`pretrain`): SparK on an image folder, in one resumable run directory.
 
 ``RUN_DIR`` receives ``checkpoint.pth`` (full state for resume), ``encoder.pth`` (plain timm naming),
-``metrics.json``, ``dvclive/`` (per-epoch history), ``reconstruction.png``, ``config.yaml``, ``train.log`` and
-``run.json`` (commit, params hash, hardware, wall time).
+``metrics.json``, ``dvclive/`` (per-epoch history, with ``knn_data`` the k-NN top-1 of :mod:`.knn`),
+``reconstruction.png``, ``config.yaml``, ``train.log`` and ``run.json`` (commit, params hash, hardware, wall time).
 The results (``encoder.pth``, ``metrics.json``, ``reconstruction.png``) appear once the last epoch is done; until
 then, running the same command again continues after the last checkpoint.
 """
@@ -23,6 +23,7 @@ from spark.weights import load_checkpoint
 
 from .config import PretrainConfig
 from .data import ImageFiles, collate_images, list_images, load_images, normalize, train_transform
+from .knn import KnnMonitor
 from .optim import build_optimizer
 from .visualize import write_reconstruction
 
@@ -44,7 +45,8 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, init_from: str | Path 
 
 
 class Pretrainer(EpochTrainer):
-    """SparK's parts of the run: the model (fresh, resumed or initialised from weights), LAMB, the images."""
+    """SparK's parts of the run: the model (fresh, resumed or initialised from weights), LAMB, the images, the k-NN
+    monitor."""
 
     logger = logger
     records_weight_decay = True  # cosine from weight_decay to weight_decay_end
@@ -60,6 +62,9 @@ class Pretrainer(EpochTrainer):
         self.iters = self.iterations(len(paths), f"images of {config.data}")
         self.vis_paths = spread(list_images(config.vis_data, "pretrain.vis_data") if config.vis_data else paths,
                                 config.vis_images)
+        self.knn = KnnMonitor(config, env, self.precision) if config.knn_data else None
+        # The initial weights' k-NN top-1: measured once, before the first epoch, and kept in the checkpoint.
+        self.knn_init: float | None = self.state.get("knn_top1_init") if self.state is not None else None
 
         seed_all(config.seed)  # the same initial weights on every rank and in every run
         model = build_spark(config.model_config())
@@ -94,6 +99,28 @@ class Pretrainer(EpochTrainer):
         pixels = torch.randint(0, 256, (size, 3, size_px, size_px), dtype=torch.uint8)
         return normalize(self.precision.prepare_input(pixels, self.env.device))
 
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch; with the k-NN monitor, measure the encoder before the first epoch and after every
+        ``knn_every``-th and the last one."""
+        if self.knn is not None and self.knn_init is None:
+            self.knn_init = self.knn.top1(unwrap(self.model))
+            self.logger.info("k-NN top-1 before training: %.2f%%", self.knn_init)
+        record = self.train_epoch(epoch)
+        if self.knn is not None and (epoch % self.config.knn_every == 0 or epoch == self.config.epochs):
+            record["knn_top1"] = self.knn.top1(unwrap(self.model))
+        return record
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"knn_top1_init": self.knn_init}
+
+    def summary(self) -> dict[str, Any]:
+        """The last epoch's record; with the k-NN monitor, also the initial weights' top-1 and the epochs
+        measured."""
+        if self.knn is None:
+            return super().summary()
+        epochs = [epoch for epoch, record in enumerate(self.history, start=1) if "knn_top1" in record]
+        return {**super().summary(), "knn_top1_init": self.knn_init, "knn_epochs": epochs}
+
     def weight_decay_at(self, step: int, total_steps: int) -> float:
         return cosine(step, total_steps, self.config.weight_decay, self.config.weight_decay_end)
 
@@ -110,4 +137,5 @@ class Pretrainer(EpochTrainer):
         super().finish()
 
     def describe(self) -> str:
-        return f"{self.config.arch} {self.config.input_size}px on {len(self.loader.dataset)} image(s)"
+        knn = f"; {self.knn.describe()}" if self.knn is not None else ""
+        return f"{self.config.arch} {self.config.input_size}px on {len(self.loader.dataset)} image(s){knn}"
