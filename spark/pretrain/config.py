@@ -18,7 +18,10 @@ class PretrainConfig(SparKConfig, TrainingConfig):
     """One pretraining run: the model, the data, the SparK recipe (LAMB, cosine lr and weight decay)."""
 
     SECTION: ClassVar[str] = "pretrain"
-    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {"vis_images", "skip_bad_images"}
+    # The monitor's keys too: it only reads the encoder, so a monitoring change never restarts a long pretraining.
+    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {
+        "vis_images", "skip_bad_images", "knn_data", "knn_every", "knn_k", "knn_temperature", "knn_train_images",
+        "knn_val_images"}
 
     data: str  # an image folder (searched recursively, labels ignored) or a manifest: one path per line
     epochs: int = 1600
