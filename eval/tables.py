@@ -238,11 +238,12 @@ def display_claims(claims: pd.DataFrame) -> pd.DataFrame:
     """The claims table for reading: the difference and its interval in one column; a motivation row (an
     ``images`` count: a bootstrap over images) says how many images its interval rests on."""
     shown = claims[["claim", "paper's evidence"]].copy()
-    shown["this run: difference [95% interval]"] = [
-        MISSING if n == 0 else f"{d:+.2f} {m}" + (f" [{lo:+.2f}, {hi:+.2f}]" if n > 1 else " (one seed: no interval)")
-        for d, m, lo, hi, n in zip(claims["difference"], claims["metric"], claims["95% low"], claims["95% high"],
-                                   claims["seeds"])]
     images = claims["images"] if "images" in claims.columns else pd.Series(math.nan, index=claims.index)
+    shown["this run: difference [95% interval]"] = [
+        MISSING if n == 0 and not math.isfinite(i) else f"{d:+.2f} {m}" + (
+            f" [{lo:+.2f}, {hi:+.2f}]" if n > 1 or math.isfinite(i) else " (one seed: no interval)")
+        for d, m, lo, hi, n, i in zip(claims["difference"], claims["metric"], claims["95% low"], claims["95% high"],
+                                      claims["seeds"], images)]
     shown["seeds (or images)"] = [
         f"{int(i)} images (bootstrap)" if math.isfinite(i) else
         str(n) if n == ran else f"{n} of {ran} (non-finite results left out)"
