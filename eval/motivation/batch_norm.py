@@ -56,7 +56,8 @@ def input_moments(model: SparK, images: Tensor, visible: Tensor, layers: int, ba
         rows[index].append(torch.cat([mask.sum((1, 2, 3))[:, None], (x * mask).sum((2, 3)),
                                       (x.square() * mask).sum((2, 3))], 1))
 
-    hooks = [m.register_forward_hook(functools.partial(record, i)) for i, (_, m) in enumerate(batch_norms(model, layers))]
+    norms = batch_norms(model, layers)
+    hooks = [norm.register_forward_hook(functools.partial(record, i)) for i, (_, norm) in enumerate(norms)]
     try:
         features(model, images, visible, batch)
     finally:

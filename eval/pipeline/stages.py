@@ -147,7 +147,8 @@ def _motivation(job: Job) -> None:
     if job.config.arch != pretraining.arch:
         raise ConfigError(f"params: motivation.arch: {job.config.arch!r} is not the model's pretrained "
                           f"arch {pretraining.arch!r}")
-    motivation(job.config, pretraining.model_config(), job.args.out, None if job.args.init == SCRATCH else job.args.init)
+    weights = None if job.args.init == SCRATCH else job.args.init
+    motivation(job.config, pretraining.model_config(), job.args.out, weights)
 
 
 def _report(job: Job) -> list[Path]:
