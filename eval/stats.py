@@ -84,6 +84,10 @@ class BootstrapInterval:
     def verdict(self) -> Verdict:
         return verdict(self.low, self.high)
 
+    def __str__(self) -> str:
+        """``+0.41 [+0.36, +0.45] over 256 images: reproduced``."""
+        return f"{self.estimate:+.3g} [{self.low:+.3g}, {self.high:+.3g}] over {self.n} images: {self.verdict}"
+
     def to_dict(self) -> dict[str, float | int | str]:
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "n": self.n, "verdict": self.verdict}
 

@@ -21,7 +21,7 @@ from spark.model import SparK
 from spark.sparse import SparseLayer
 
 from ..stats import BootstrapInterval, bootstrap_interval
-from .encoders import EncoderPair, features
+from .encoders import EncoderPair, batched_features
 
 CONDITIONS = ("unmasked", "zero_out", "sparse")  # dense encoder, all visible; dense, masked pixels 0; sparse
 
@@ -59,7 +59,8 @@ def input_moments(model: SparK, images: Tensor, visible: Tensor, layers: int, ba
     norms = batch_norms(model, layers)
     hooks = [norm.register_forward_hook(functools.partial(record, i)) for i, (_, norm) in enumerate(norms)]
     try:
-        features(model, images, visible, batch)
+        for _ in batched_features(model, images, visible, batch):
+            pass  # the hooks record what they need
     finally:
         for hook in hooks:
             hook.remove()

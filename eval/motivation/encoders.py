@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from os import PathLike
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -47,9 +48,9 @@ def encoder_pair(config: SparKConfig, weights: str | PathLike | None = None, see
     return EncoderPair(dense.train(), sparse.train())
 
 
-@torch.no_grad()
-def features(model: SparK, images: Tensor, visible: Tensor, batch: int) -> list[Tensor]:
-    """The encoder's maps of the masked ``images``, finest first, computed ``batch`` images at a time."""
-    chunks = [model.forward_encoder(images[i:i + batch], visible[i:i + batch])[::-1]
-              for i in range(0, len(images), batch)]
-    return [torch.cat(scale) for scale in zip(*chunks)]
+def batched_features(model: SparK, images: Tensor, visible: Tensor, batch: int) -> Iterator[list[Tensor]]:
+    """The encoder's maps of the masked ``images``, finest first, ``batch`` images at a time: the batch its
+    BatchNorms normalise over, and what a caller holds in memory at once."""
+    for i in range(0, len(images), batch):
+        with torch.no_grad():
+            yield model.forward_encoder(images[i:i + batch], visible[i:i + batch])[::-1]

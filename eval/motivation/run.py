@@ -77,7 +77,7 @@ def motivation(config: MotivationConfig, model: SparKConfig, out: str | Path, we
                     model.mask_ratio, len(images), config.data, ", ".join(encoders))
         pixels = pixel_shift(images, visible, config.bootstrap, config.seed)
         measured = {name: encoder_measurements(pair, images, visible, config) for name, pair in encoders.items()}
-        demo = fixed_weight_demo(patch_mask(seed=config.seed))
+        demo = fixed_weight_demo(patch_mask(mask_ratio=model.mask_ratio, seed=config.seed))
         metrics = {
             "arch": model.arch, "input_size": model.input_size, "mask_ratio": model.mask_ratio, "images": len(images),
             "pixel_shift": {"zero_out": pixels.zero_out, "visible": pixels.visible,
@@ -86,13 +86,14 @@ def motivation(config: MotivationConfig, model: SparKConfig, out: str | Path, we
             "fixed_weight_demo": demo.zero_fraction,
         }
         write_json(out / METRICS, metrics)
-        shifts, scales = measured[next(iter(encoders))]  # the pretrained encoder's, if any
+        shown_shifts, shown_scales = measured[next(iter(encoders))]  # the pretrained encoder's, if any
         figures.pixel_histograms(pixels, out / FIGURES["pixels"])
-        figures.bn_shift(shifts, out / FIGURES["batch_norm"])
-        figures.mask_survival(scales, out / FIGURES["survival"])
+        figures.bn_shift(shown_shifts, out / FIGURES["batch_norm"])
+        figures.mask_survival(shown_scales, out / FIGURES["survival"])
         figures.fixed_weight_demo(demo, out / FIGURES["demo"])
-        logger.info("pixel shift (zero_out - visible W1): %s", pixels.difference)
-        for name, m in metrics["encoders"].items():
-            for s in m["mask_survival"]:
-                logger.info("%s, scale 1/%d: AUROC sparse - dense %+.3f [%+.3f, %+.3f]", name, s["reduction"],
-                            s["difference"]["estimate"], s["difference"]["low"], s["difference"]["high"])
+        logger.info("pixel shift, W1 zero-outed - visible: %s", pixels.difference)
+        for name, (shifts, scales) in measured.items():
+            for shift in shifts:
+                logger.info("%s, %s input, KL zero-outed - sparse: %s", name, shift.layer, shift.difference)
+            for scale in scales:
+                logger.info("%s, scale 1/%d, AUROC sparse - dense: %s", name, scale.reduction, scale.difference)

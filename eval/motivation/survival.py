@@ -19,7 +19,7 @@ from spark.masking import upsample_visible
 from spark.model import SparK
 
 from ..stats import BootstrapInterval, bootstrap_interval
-from .encoders import EncoderPair, features
+from .encoders import EncoderPair, batched_features
 
 ENCODERS = ("dense", "sparse")  # zero-outing, the method
 
@@ -54,9 +54,8 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray) -> Callable[[np.nda
 def feature_norms(model: SparK, images: Tensor, visible: Tensor, batch: int) -> list[np.ndarray]:
     """The L2 norm of the feature vector at every position, (n, h, w) per scale, finest first (one batch's maps at
     a time: the norms are all that is kept)."""
-    chunks = [[torch.linalg.vector_norm(x.double(), dim=1) for x in features(model, images[i:i + batch],
-                                                                             visible[i:i + batch], batch)]
-              for i in range(0, len(images), batch)]
+    chunks = [[torch.linalg.vector_norm(x.double(), dim=1) for x in maps]
+              for maps in batched_features(model, images, visible, batch)]
     return [torch.cat(scale).numpy() for scale in zip(*chunks)]
 
 
