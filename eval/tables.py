@@ -283,13 +283,17 @@ def motivation_claims(motivation: list[Run]) -> pd.DataFrame:
 
 def motivation_table(motivation: list[Run]) -> pd.DataFrame:
     """Every motivation number per model and encoder (pretrained, and a random initialisation for reference): each
-    measure under zero-outing (dense) and sparse encoding, and their difference with its bootstrap interval."""
+    measure under zero-outing (dense) and sparse encoding, and their difference with its bootstrap interval. An
+    encoder without BatchNorm (ConvNeXt's LayerNorms) says so in its BN row."""
     rows = []
     for run in motivation:
         pixels = run.metrics["pixel_shift"]
         rows.append(_motivation_row(run.branch.model, MISSING, "pixel shift (W1 to unmasked)", pixels["zero_out"],
                                     pixels["visible"], pixels["difference"]))
         for encoder, measured in run.metrics["encoders"].items():
+            if not measured["bn_shift"]:
+                rows.append(_motivation_row(run.branch.model, encoder, "BN input shift: no BatchNorm in this encoder",
+                                            math.nan, math.nan))
             for bn in measured["bn_shift"]:
                 rows.append(_motivation_row(run.branch.model, encoder, f"BN input shift (KL), {bn['layer']}",
                                             bn["zero_out"], bn["sparse"], bn["difference"]))

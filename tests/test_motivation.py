@@ -121,3 +121,7 @@ def test_the_stage_writes_metrics_that_the_report_turns_into_claims(tmp_path):
         f"{survival['estimate']:+.2f} AUROC sparse − dense [{survival['low']:+.2f}, {survival['high']:+.2f}]")
     table = motivation_table([run])
     assert len(table) == 1 + 2 + 4 * 2 and set(table["encoder"]) == {"—", "random_init"}
+    metrics["encoders"]["random_init"]["bn_shift"] = []  # a LayerNorm encoder (ConvNeXt): no BN row, a note
+    run = Run("motivation", Branch("convnext", METHOD, 0), out, metrics)
+    assert len(motivation_claims([run])) == 1 + 4
+    assert "BN input shift: no BatchNorm in this encoder" in set(motivation_table([run])["measure"])
