@@ -222,12 +222,14 @@ def check_tables(root: Path, params: dict) -> None:
         ablations = finite_table(results / f"ablations_resnet18_{regime}.csv", 1 + len(params["ablations"]),
                                  ["top-1", "final pretraining loss"])
         assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
+    motivation = len(params["models"]) * (1 + 1 + 4)  # the pixel shift, the stem's BN, four scales (a ResNet)
     claims = finite_table(results / "claims.csv", len(regimes) + 2 + len(params["ablations"]) *
-                          len(params["ablation_regimes"]), ["difference"])
+                          len(params["ablation_regimes"]) + motivation, ["difference"])
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
     assert report.count("| pretrain ") == len(list(STAGES["pretrain"].branches(params)))
     assert (results / "pretrain_loss.png").stat().st_size > 0
+    assert (results / "motivation_resnet18_mask_survival.png").stat().st_size > 0
 
 
 def one_ablation(params: dict) -> None:
