@@ -68,6 +68,15 @@ CLAIM_EVIDENCE = {
                          "pretraining)",
 }
 
+# The motivation claims (zero-outing vs sparse encoding): the paper argues them with figures, without a number.
+MOTIVATION_EVIDENCE = {
+    "pixels": "figure only, no number: pixel-intensity histograms, zero-outing vs dropping the masked pixels "
+              "[spark-paper-text]",
+    "batch_norm": "text only, no number: zero-outing shifts the statistics BatchNorm sees [spark-paper-text]",
+    "survival": "figure only, no number: binary masks through 3x3 convs, the holes fade under dense convolution "
+                "[spark-paper-text]",
+}
+
 # Known ablation variants: (claim, the paper's evidence).
 ABLATION_CLAIMS = {
     "zero_out": ("sparse > zero_out", "84.1 vs 83.2 with zero-outing (+0.9) [spark-ablation-crop]"),

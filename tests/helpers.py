@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 TESTS = Path(__file__).resolve().parent
 # Deadlines for child processes: minutes, so a slow shared machine does not flake, but finite, so a stalled child
@@ -330,3 +331,18 @@ def counting_reads(path: Path) -> Iterator[list[str]]:
         yield opened
     finally:
         builtins.open = io.open = real_open
+
+
+def write_images(root: Path, count: int, size: int = 72, seed: int = 0) -> Path:
+    """Smooth colour ramps along a random direction (one per image, per-channel frequency and phase): a masked
+    patch is predictable from its visible neighbours, so the reconstruction loss can fall quickly."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        angle = rng.uniform(0, 2 * np.pi)
+        t = np.cos(angle) * xx + np.sin(angle) * yy
+        ramps = [np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6)) for _ in range(3)]
+        path = root / f"class{i % 3}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((np.stack(ramps, -1) + 1) * 127.5).astype(np.uint8)).save(path)
+    return root

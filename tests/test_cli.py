@@ -22,6 +22,7 @@ STAGE_ARGS = {  # the required arguments of each stage, beside --params
     "pretrain": ["--out", "run"],
     "finetune": ["--init", "scratch", "--out", "run"],
     "detection": ["--init", "scratch", "--out", "run"],
+    "motivation": ["--init", "scratch", "--out", "run"],
     "report": [],
     "estimate": [],
 }

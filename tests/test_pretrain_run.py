@@ -29,26 +29,12 @@ from spark.sparse import MaskedBatchNorm
 from helpers import (
     DDP_RTOL, TESTS, assert_all_close, assert_same_weights, assert_steps_match_one_process, counting_reads,
     gloo_nodes, kill_after_first_checkpoint, record_train_steps, run_two_gloo_ranks, single_threaded, tail, wait_all,
+    write_images,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_run")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_images(root: Path, count: int, size: int = 72, seed: int = 0) -> Path:
-    """Smooth colour ramps along a random direction (one per image, per-channel frequency and phase): a masked
-    patch is predictable from its visible neighbours, so the reconstruction loss can fall quickly."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(count):
-        angle = rng.uniform(0, 2 * np.pi)
-        t = np.cos(angle) * xx + np.sin(angle) * yy
-        ramps = [np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6)) for _ in range(3)]
-        path = root / f"class{i % 3}" / f"{i:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(((np.stack(ramps, -1) + 1) * 127.5).astype(np.uint8)).save(path)
-    return root
 
 
 @pytest.fixture(scope="module")

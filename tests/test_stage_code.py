@@ -12,7 +12,7 @@ from eval.pipeline.stages import STAGES
 REPO = Path(__file__).resolve().parents[1]
 DVC_STAGE = {"prepare": "prepare", "pretrain": "pretrain", "pretrain_ablation": "pretrain",
              "finetune_scratch": "finetune", "finetune": "finetune", "finetune_ablation": "finetune",
-             "detection_scratch": "detection", "detection": "detection", "report": "report"}
+             "detection_scratch": "detection", "detection": "detection", "motivation": "motivation", "report": "report"}
 
 
 def write(root: Path, files: dict[str, str]) -> None:

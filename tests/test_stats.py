@@ -1,11 +1,13 @@
-"""Paired differences over seeds: the t interval against hand-computed values, and the verdict rule."""
+"""Paired differences over seeds and bootstrap intervals over images: the intervals against hand-computed values,
+and the verdict rule."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from eval.stats import paired_difference
+from eval.stats import bootstrap_interval, paired_difference
 
 
 def test_paired_t_interval_matches_a_hand_computation():
@@ -39,3 +41,27 @@ def test_straddling_zero_or_one_seed_is_inconclusive():
     none = paired_difference({0: 1.0}, {1: 1.0})  # e.g. every seed of one arm diverged
     assert (none.n, none.verdict, none.interval()) == (0, "inconclusive", "no seed in common")
     assert math.isnan(none.mean) and math.isnan(none.low)
+
+
+def weighted_mean(values):
+    return lambda weights: float(np.average(values, weights=weights))
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    # 0..99: mean 49.5, population std sqrt((100^2 - 1) / 12), so the standard error of the mean is 2.8866
+    values = np.arange(100.0)
+    interval = bootstrap_interval(weighted_mean(values), len(values), resamples=4000, seed=0)
+    half = 1.959964 * math.sqrt((100**2 - 1) / 12) / 10
+    assert (interval.estimate, interval.n) == (49.5, 100)
+    assert (interval.low, interval.high) == pytest.approx((49.5 - half, 49.5 + half), abs=0.4)
+    assert interval == bootstrap_interval(weighted_mean(values), len(values), resamples=4000, seed=0)
+    assert interval != bootstrap_interval(weighted_mean(values), len(values), resamples=4000, seed=1)
+
+
+def test_bootstrap_verdict_follows_the_paired_rule():
+    assert bootstrap_interval(weighted_mean(np.full(8, 0.3)), 8, resamples=50).verdict == "reproduced"
+    assert bootstrap_interval(weighted_mean(np.full(8, -0.3)), 8, resamples=50).verdict == "contradicted"
+    straddling = bootstrap_interval(weighted_mean(np.array([-1.0, 1.0] * 4)), 8, resamples=200)
+    assert straddling.low < 0 < straddling.high and straddling.verdict == "inconclusive"
+    exact_zero = bootstrap_interval(weighted_mean(np.zeros(8)), 8, resamples=50)
+    assert (exact_zero.low, exact_zero.high, exact_zero.verdict) == (0.0, 0.0, "inconclusive")

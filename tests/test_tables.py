@@ -30,6 +30,24 @@ TOP1 = {("all", "scratch"): [78.0, 79.0, 77.0], ("all", "sparse"): [80.0, 80.5, 
         ("low", "zero_out"): [46.0, 48.0, 47.0]}
 
 
+def interval(estimate: float, low: float, high: float, verdict: str) -> dict:
+    return {"estimate": estimate, "low": low, "high": high, "n": 256, "verdict": verdict}
+
+
+# The motivation run's numbers: a pixel and a BN shift above 0, the mask's survival above 0 at all but the finest scale.
+MOTIVATION = {
+    "pixel_shift": {"zero_out": 0.45, "visible": 0.03, "difference": interval(0.42, 0.37, 0.46, "reproduced")},
+    "encoders": {"pretrained": {
+        "bn_shift": [{"layer": "bn1", "zero_out": 0.16, "sparse": 0.001,
+                      "difference": interval(0.159, 0.13, 0.19, "reproduced")}],
+        "mask_survival": [{"reduction": r, "zero_fraction": {"dense": 0.0, "sparse": 1.0},
+                           "auroc": {"dense": 1 - d, "sparse": 1.0}, "difference": interval(d, d - 0.05, d + 0.05,
+                                                                                            verdict)}
+                          for r, d, verdict in ((4, 0.01, "inconclusive"), (8, 0.2, "reproduced"),
+                                                (16, 0.15, "reproduced"), (32, 0.25, "reproduced"))]}},
+}
+
+
 def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, list[int]] | None = None) -> None:
     """The runs of PARAMS; ``nan_ap`` maps an init to the seeds whose detection AP came out NaN (COCO's AP of a
     category without predictions, or a diverged run)."""
@@ -60,6 +78,13 @@ def write_runs(root: Path, finetune_missing: bool = False, nan_ap: dict[str, lis
         if b.seed in (nan_ap or {}).get(b.init, []):
             ap["AP"] = math.nan
         (path / "metrics.json").write_text(json.dumps({"bbox": ap, "segm": ap}))
+    for b in STAGES["motivation"].branches(PARAMS):
+        path = root / runs.run("motivation", b)
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(MOTIVATION))
+        for name in STAGES["motivation"].outs:
+            if name.endswith(".png"):
+                Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path / name)
 
 
 def test_mean_std_over_seeds():
@@ -104,6 +129,11 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert list(ablations["paper Δ"])[1] == -0.9
 
     claims = pd.read_csv(out / "claims.csv")
+    motivation, claims = claims[claims["images"].notna()], claims[claims["images"].isna()]
+    assert list(motivation["verdict"]) == ["reproduced"] * 2 + ["inconclusive"] + ["reproduced"] * 3
+    assert list(motivation["difference"]) == pytest.approx([0.42, 0.159, 0.01, 0.2, 0.15, 0.25])
+    assert motivation["claim"].iloc[2] == ("The mask pattern survives sparse encoding and fades under zero-outing "
+                                           "(scale 1/4, resnet50)")
     assert list(claims["verdict"]) == ["reproduced", "reproduced", *["inconclusive"] * 4, "contradicted"]
     assert list(claims["difference"]) == pytest.approx([2.0, 5.0, 1.0, 0.0, 1.0, 0.0, -1.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # low labels: differences 5, 6, 4 (std 1)
@@ -119,9 +149,11 @@ def test_report_mirrors_the_paper_tables(tmp_path):
 
     text = (out / "REPORT.md").read_text()
     assert text.index("## Paper claims") < text.index("Table 1: fine-tuning on ImageNet-1K")
-    assert "mini benchmark" not in text and "paired t interval" in text
+    assert "mini benchmark" not in text and "paired t interval" in text and "bootstrap over images" in text
+    assert "256 images (bootstrap)" in text and "![" in text and (out / "motivation_resnet50_bn_shift.png").is_file()
+    assert len(pd.read_csv(out / "motivation.csv")) == 1 + 1 + 4 * 2
     provenance = pd.read_csv(out / "runs.csv")
-    assert len(provenance) == 2 + 3 * 5 + 9 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
+    assert len(provenance) == 2 + 3 * 5 + 9 + 1 and set(provenance["git commit"].fillna("—")) == {"0123456789ab", "—"}
     ran_here = provenance["stage"] == "pretrain"
     assert (provenance["pulled"] == "yes").sum() == (~ran_here).sum() and set(provenance["pulled"][ran_here]) == {"no"}
     assert set(provenance["engine"][ran_here]) == {"snakemake"} and set(provenance["host"][ran_here]) == {"node1"}

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from eval.pipeline.dag import layout
-from eval.pipeline.stages import STAGES, validate, workflow_params
+from eval.pipeline.stages import STAGES, training_stages, validate, workflow_params
 from eval.pipeline.dvc_yaml import render, render_dvcignore
 from eval.pipeline.stage_code import PACKAGES
 from eval.pipeline.params import load_params
@@ -143,6 +143,7 @@ def test_every_branch_expands_to_one_job_per_stage(preset, described):
         "pretrain": len(params["models"]) + ablation_branches,  # once, with pretrain_seed
         "finetune": per_seed * len(params["seeds"]),
         "detection": 3 * len(params["detection_models"]) * len(params["seeds"]),  # scratch, supervised, SparK
+        "motivation": len(params["models"]),  # once per pretrained encoder
         "report": 1,
     }
     assert jobs["pretrain"] == len(list(STAGES["pretrain"].branches(params)))
@@ -155,8 +156,8 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
     root = checkout(tmp_path, "mini")  # Snakemake keeps its state in .snakemake/ of the directory it runs in
     text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], root)
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "6", "report": "1",
-                     "total": "25"}
+    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "6", "motivation": "2",
+                     "report": "1", "total": "27"}
     for arch in ("resnet50", "convnext_base"):
         assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
         assert f"runs/paper/detection/{arch}/supervised/seed0/metrics.json" in text  # published weights: no input
@@ -167,8 +168,7 @@ def test_dvc_yaml_is_generated_from_the_layout(described):
     assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: regenerate it with `make dvc.yaml`"
     assert (REPO / ".dvcignore").read_text() == render_dvcignore(), ".dvcignore is stale: `make dvc.yaml`"
     params = load_params(PRESETS["mini"])
-    expected = [layout(params).run(stage, b) for stage in ("pretrain", "finetune", "detection")
-                for b in STAGES[stage].branches(params)]
+    expected = [layout(params).run(stage.name, b) for stage in training_stages() for b in stage.branches(params)]
     expanded = [str(Path(o).parent) for s in described("mini")[1] for o in s["outputs"]
                 if o.endswith("/metrics.json")]
     assert sorted(expanded) == sorted(expected)
@@ -225,12 +225,14 @@ def check_tables(root: Path, params: dict) -> None:
         ablations = finite_table(results / f"ablations_resnet18_{regime}.csv", 1 + len(params["ablations"]),
                                  ["top-1", "final pretraining loss"])
         assert list(ablations["variant"]) == ["sparse", *params["ablations"]]
+    motivation = len(params["models"]) * (1 + 1 + 4)  # the pixel shift, the stem's BN, four scales (a ResNet)
     claims = finite_table(results / "claims.csv", len(regimes) + 4 + len(params["ablations"]) *
-                          len(params["ablation_regimes"]), ["difference"])
+                          len(params["ablation_regimes"]) + motivation, ["difference"])
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     report = (results / "REPORT.md").read_text()
     assert report.count("| pretrain ") == len(list(STAGES["pretrain"].branches(params)))
     assert (results / "pretrain_loss.png").stat().st_size > 0
+    assert (results / "motivation_resnet18_mask_survival.png").stat().st_size > 0
 
 
 def one_ablation(params: dict) -> None:

@@ -142,6 +142,21 @@ def _detection(job: Job) -> None:
     run(job.config, job.args.init, job.args.out, num_gpus, job.args.restart_on_change)
 
 
+def _motivation(job: Job) -> None:
+    """Measured on the inputs the model's pretraining feeds its encoder: the pretraining section's model, input
+    size and mask."""
+    from eval.motivation.run import motivation
+    from spark.pretrain.config import PretrainConfig
+
+    pretraining = branch_config(load_params(job.args.params), PretrainConfig, job.args.overrides,
+                                model=job.args.model, variant=METHOD)
+    if job.config.arch != pretraining.arch:
+        raise ConfigError(f"params: motivation.arch: {job.config.arch!r} is not the model's pretrained "
+                          f"arch {pretraining.arch!r}")
+    weights = None if job.args.init == SCRATCH else job.args.init
+    motivation(job.config, pretraining.model_config(), job.args.out, weights)
+
+
 def _report(job: Job) -> list[Path]:
     from eval.report import report
     from spark.io import check_output_dir
@@ -160,6 +175,10 @@ def _reads_pretraining_images(config: Any, data: PreparedData) -> None:
 
 def _reads_labelled_images(config: Any, data: PreparedData) -> None:
     _same_path(config.data, data.classification.train.parent, "finetune.data")
+
+
+def _reads_validation_images(config: Any, data: PreparedData) -> None:
+    _same_path(config.data, data.classification.val, "motivation.data")
 
 
 def _reads_coco(config: Any, data: PreparedData) -> None:
@@ -193,6 +212,11 @@ STAGES = {stage.name: stage for stage in (
           options=(option("--num-gpus", type=int, help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in "
                                                         "this process (default: resources.detection.gpus when > 1, "
                                                         "else every visible GPU)"),)),
+    Stage("motivation", "the paper's motivation measured: zero-outing vs sparse encoding of pretraining's inputs",
+          _motivation, schema="eval.motivation.config:MotivationConfig",
+          families=(Family("models", (METHOD,), seeds=False),), data="classification",
+          outs=("run.json", "pixel_histograms.png", "bn_shift.png", "mask_survival.png", "fixed_weight_demo.png"),
+          check=_reads_validation_images),
     Stage("report", "the paper's tables and REPORT.md from every run's metrics", _report, whole_project=True,
           options=(option("--out", type=Path, help="default: results/<preset>"),)),
 )}
