@@ -367,7 +367,9 @@ def test_smoke_dag_is_one_state_for_both_engines_and_shared_through_a_remote(tmp
     finetunes = {name for name in stages if name.startswith("finetune")}
     assert changed == finetunes | {"report"}
     jobs = Counter(re.findall(r"^(?:local)?rule (\w+):", run([snakemake, "-n", "--cores", "1"], root), re.M))
-    assert jobs == {"finetune": len(finetunes), "report": 1, "all": 1}, jobs
+    # downstream, the supervised detection arm too: its classifier is the from-scratch fine-tuning with all labels
+    supervised = [b for b in STAGES["detection"].branches(params) if b.init == "supervised"]
+    assert jobs == {"finetune": len(finetunes), "detection": len(supervised), "report": 1, "all": 1}, jobs
     loss.write_text(original)  # DVC compares content (Snakemake would still see a newer file)
     assert "up to date" in run([dvc, "status"], root)
 

@@ -268,7 +268,7 @@ def supervised_start(params: dict[str, Any], model: str) -> Path:
 def check_published_weights(params: dict[str, Any]) -> None:
     """Every published supervised weight file the preset names is on this machine: ``prepare`` calls this, so a
     missing one stops the run before any work rather than when detection starts, hours later."""
-    for model in params["detection_models"] or []:
+    for model in params.get("detection_models") or []:  # none in a params file for prepare alone
         source = branch_config(params, STAGES["detection"].section(), model=model).supervised_weights
         if source != OWN:
             weights_file(source, own="")
