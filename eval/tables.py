@@ -200,7 +200,8 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variant
         row["Δ top-1"] = diff.mean if diff else math.nan
         row["Δ top-1" + SEEDS] = diff.n if diff else 0
         row["Δ 95% low"], row["Δ 95% high"] = (diff.low, diff.high) if diff else (math.nan, math.nan)
-        _stat(row, "final pretraining loss", loss[variant])
+        # one pretraining per variant (pretrain_seed), not one per fine-tuning seed: no seed count beside it
+        row["final pretraining loss"], row["final pretraining loss" + STD] = mean_std(loss[variant])
         row["paper Δ"] = _reference(reference.ABLATION_TOP1_DELTA, variant)
         row["seeds"] = len(top1[variant])
         rows.append(row)

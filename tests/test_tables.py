@@ -126,6 +126,7 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert ablations["Δ top-1"][1] == pytest.approx(1.0) and math.isnan(ablations["Δ top-1"][0])
     assert (ablations["Δ 95% low"][1], ablations["Δ 95% high"][1]) == pytest.approx((1.0, 1.0))  # no spread
     assert list(ablations["final pretraining loss"]) == pytest.approx([0.5, 0.5])
+    assert "(1 of 3 seeds)" not in (out / "ablations_resnet50_low.md").read_text()  # one pretraining per variant
     assert list(ablations["paper Δ"])[1] == -0.9
 
     claims = pd.read_csv(out / "claims.csv")
