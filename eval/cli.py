@@ -57,7 +57,7 @@ def _run_stage(stage: Stage, args: argparse.Namespace, argv: list[str]) -> None:
         params = load_params(args.params, args.overrides)
         schema = stage.section()
         written = list(stage.handler(Job(schema.parse(params) if schema else params, args,
-                                         stage_resources(params, stage.name))) or ())
+                                         stage_resources(params, stage.name), params)) or ())
         for path in written:
             print(f"{stage.name}: wrote {path}")
         print(f"{stage.name}: done in {time.perf_counter() - start:.1f} s")
@@ -77,11 +77,12 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
     branch = {"model": args.model, "regime": getattr(args, "regime", None), "variant": getattr(args, "variant", None)}
     config = branch_config(params, schema, args.overrides, **branch) if schema else with_overrides(params,
                                                                                                  args.overrides)
-    resources = stage_resources(with_overrides(params, args.overrides), stage.name)
+    params = with_overrides(params, args.overrides)
+    resources = stage_resources(params, stage.name)
     if getattr(args, "init", None) == SUPERVISED:
         if args.model is None:
             raise ConfigError(f"--init {SUPERVISED}: name the model (--model), whose supervised weights it reads")
-        args.init = str(supervised_start(with_overrides(params, args.overrides), args.model))
+        args.init = str(supervised_start(params, args.model))
     from spark.engine import require_gpus
 
     require_gpus(f"resources.{stage.name}.gpus", resources.gpus)
@@ -100,7 +101,7 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
 
     if not torch.cuda.is_available():
         retain_freed_memory()
-    return Job(config, args, resources)
+    return Job(config, args, resources, params)
 
 
 def _restart_under_launcher(stage: str, resources: StageResources, argv: list[str]) -> None:

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 DISTRIBUTION_OF = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "numpy": "numpy", "yaml": "pyyaml",
-                   "tqdm": "tqdm", "PIL": "pillow"}  # import name -> the core distribution that provides it
+                   "tqdm": "tqdm", "PIL": "pillow", "safetensors": "safetensors"}  # import name -> the core distribution that provides it
 OPTIONAL = {"dvclive": "pipeline"}  # imported only when installed (spark.engine.records), and from which extra
 EXTRAS_ONLY = ["pandas", "scipy", "skimage", "sklearn", "pycocotools", "matplotlib", "dvclive", "tabulate", "jinja2",
                "snakemake", "dvc", "detectron2"]

@@ -42,11 +42,12 @@ def option(*flags: str, **settings: Any) -> Option:
 @dataclass(frozen=True)
 class Job:
     """What a handler runs: the branch's validated section (the whole params file for a stage without one), the
-    subcommand's options and the stage's resources."""
+    subcommand's options, the stage's resources, and the params file the job read once (with its overrides)."""
 
     config: Any
     args: argparse.Namespace
     resources: StageResources
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Stage:
 def _prepare(job: Job) -> list[Path]:
     from eval.data.prepare import prepare
 
-    check_published_weights(load_params(job.args.params))  # the one input from outside the DAG besides the data
+    check_published_weights(job.params)  # the one input from outside the DAG besides the data
     return prepare(job.config)
 
 
@@ -148,8 +149,7 @@ def _motivation(job: Job) -> None:
     from eval.motivation.run import motivation
     from spark.pretrain.config import PretrainConfig
 
-    pretraining = branch_config(load_params(job.args.params), PretrainConfig, job.args.overrides,
-                                model=job.args.model, variant=METHOD)
+    pretraining = branch_config(job.params, PretrainConfig, model=job.args.model, variant=METHOD)
     if job.config.arch != pretraining.arch:
         raise ConfigError(f"params: motivation.arch: {job.config.arch!r} is not the model's pretrained "
                           f"arch {pretraining.arch!r}")
