@@ -19,6 +19,13 @@ LABELS = {"unmasked": "unmasked image", "zero_out": "zero-outed (masked pixels 0
           "sparse": "sparse (visible positions)", "dense": "dense, zero-outed input"}
 
 
+def _hide_ticks(axes: np.ndarray) -> None:
+    """Maps of positions, not plots: no axis ticks."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def _save(fig: plt.Figure, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -73,9 +80,7 @@ def mask_survival(scales: list[ScaleSurvival], out: Path) -> None:
         for ax, scale in zip(axes[row, 1:], scales):
             ax.imshow(scale.norms[name], cmap="magma")
             ax.set_title(f"1/{scale.reduction}: AUROC {scale.auroc[name]:.2f}", fontsize=8)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    _hide_ticks(axes)
     fig.suptitle("feature norm per position", fontsize=9)
     _save(fig, out)
 
@@ -91,8 +96,6 @@ def fixed_weight_demo(demo: FixedWeightDemo, out: Path) -> None:
         for layer, (ax, image) in enumerate(zip(axes[row, 1:], demo.maps[name])):
             ax.imshow(np.asarray(image), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"conv {layer + 1}: {demo.zero_fraction[name][layer]:.0%} of holes 0", fontsize=8)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    _hide_ticks(axes)
     fig.suptitle("3x3 convolutions with weights 1/9, no bias", fontsize=9)
     _save(fig, out)
