@@ -1,8 +1,8 @@
 """The ``finetune`` section of params.yaml: which encoder to fine-tune on which ImageFolder, and how.
 
-The recipe keys (batch, epochs, optimizer, lr, layer decay, weight decay, mixup, drop-path, EMA) come from a
-per-model recipe (:mod:`eval.finetune.recipes`): ``recipe: auto`` takes the one named like ``arch``; any recipe
-key written in the section overrides it. Everything is checked when the section is parsed, before any image is
+The recipe keys (batch, epochs, optimizer, lr, layer decay, weight decay, mixup, repeated augmentation,
+drop-path, EMA) come from a per-model recipe (:mod:`eval.finetune.recipes`): ``recipe: auto`` takes the one named
+like ``arch``; any recipe key written in the section overrides it. Everything is checked when the section is parsed, before any image is
 read, with one line naming the key.
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ class FinetuneConfig(TrainingConfig):
     optimizer: OptimizerName
     layer_decay: Annotated[float, Range(0, 1, "(]")]  # lr scale per layer: layer_decay ** (layers above it); 1 disables
     mixup: Annotated[float, AtLeast(0)]  # Mixup alpha; 0 turns Mixup and CutMix off (targets are still label-smoothed)
+    aug_repeats: Annotated[int, AtLeast(0)]  # repeated augmentation: each image this often per epoch (0: once)
     drop_path_rate: DropPathRate
     ema_decay: Annotated[float, Range(0, 1, "[)")]
 
