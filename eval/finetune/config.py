@@ -7,20 +7,20 @@ read, with one line naming the key.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import timm
 
-from spark.config import AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require
+from spark.config import (
+    AUTO, AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require, with_recipe,
+)
 from spark.engine import CompileSetting, TrainingConfig
 
 from .data import IMAGENET_CROP_SCALE, train_transform
 from .layer_decay import supports_layer_decay
 from .recipes import RECIPES, OptimizerName
 
-AUTO = "auto"
 DEFAULT_ARCH = "resnet50"
 
 
@@ -82,7 +82,8 @@ class FinetuneConfig(TrainingConfig):
         """The validated ``finetune`` section of loaded params, recipe applied."""
         if cls.SECTION not in params:
             raise ConfigError(f"params: missing section '{cls.SECTION}'")
-        return parse_section({**params, cls.SECTION: with_recipe(params[cls.SECTION])}, cls.SECTION, cls)
+        section = with_recipe(params[cls.SECTION], cls.SECTION, RECIPES, DEFAULT_ARCH)
+        return parse_section({**params, cls.SECTION: section}, cls.SECTION, cls)
 
     @property
     def loss_name(self) -> Literal["bce", "ce"]:
@@ -96,20 +97,3 @@ class FinetuneConfig(TrainingConfig):
         if self.global_batch % (2 * world_size):
             raise ConfigError(f"params: {self.SECTION}.global_batch: {self.global_batch} does not split into an even "
                               f"batch per process over {world_size} process(es)")
-
-
-def with_recipe(section: Any) -> Any:
-    """``section`` merged over its recipe, ``recipe`` resolved to the recipe's name (non-mappings pass through
-    for :meth:`FinetuneConfig.parse` to reject)."""
-    if not isinstance(section, dict):
-        return section
-    name = section.get("recipe", AUTO)
-    if name == AUTO:
-        arch = section.get("arch", DEFAULT_ARCH)
-        if arch not in RECIPES:
-            raise ConfigError(f"params: finetune.recipe: no recipe is named like arch {arch!r}; name one of "
-                              f"{', '.join(RECIPES)}")
-        name = arch
-    if name not in RECIPES:
-        raise ConfigError(f"params: finetune.recipe: must be 'auto' or one of {', '.join(RECIPES)}, got {name!r}")
-    return {**dataclasses.asdict(RECIPES[name]), **section, "recipe": name}
