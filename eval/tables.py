@@ -140,7 +140,8 @@ def _by_seed(runs: list[Run], value: Callable[[Run], float | None]) -> dict[int,
     return {r.branch.seed: v for r in runs if (v := value(r)) is not None and math.isfinite(v)}
 
 
-def _init_name(init: str) -> str:
+def init_name(init: str) -> str:
+    """An init as the tables and plots name it: ``scratch``, ``supervised``, ``SparK``, ``SparK (zero_out)``."""
     if init in (SCRATCH, SUPERVISED):
         return init
     return "SparK" if init == METHOD else f"SparK ({init})"
@@ -155,7 +156,7 @@ def imagenet_table(finetune: list[Run], archs: dict[str, str]) -> pd.DataFrame:
     for (model, regime, init), runs in _grouped(finetune).items():
         if init not in (SCRATCH, METHOD):
             continue
-        row: dict[str, Any] = {"model": model, "labels": regime, "init": _init_name(init)}
+        row: dict[str, Any] = {"model": model, "labels": regime, "init": init_name(init)}
         _stat(row, "top-1", (r.metrics["top1"] for r in runs))
         _stat(row, "top-5", (r.metrics["top5"] for r in runs))
         _stat(row, "EMA top-1", (r.metrics.get("ema_top1") for r in runs))
@@ -173,7 +174,7 @@ def coco_table(detection: list[Run], archs: dict[str, str], supervised: dict[str
     model's supervised weights, ``schedules`` each model's schedule (None: not one of the paper's)."""
     rows = []
     for (model, _, init), runs in _grouped(detection).items():
-        row: dict[str, Any] = {"model": model, "init": _init_name(init), "schedule": schedules[model] or MISSING,
+        row: dict[str, Any] = {"model": model, "init": init_name(init), "schedule": schedules[model] or MISSING,
                                "weights": supervised[model] if init == SUPERVISED else MISSING}
         for task, key, column in COCO_COLUMNS:
             _stat(row, column, (r.metrics[task][key] for r in runs))
@@ -214,35 +215,39 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, arch: s
 
 def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataFrame:
     """The paper's claims, each as a paired difference over seeds (the paper's direction positive), its 95%
-    interval and the verdict of :mod:`eval.stats`."""
+    interval and the verdict of :mod:`eval.stats`, beside the paper's effect where it has a number (``paper Δ``)."""
     finetune, detection = _grouped(runs["finetune"]), _grouped(runs["detection"])
     rows = []
 
-    def claim(text: str, evidence: str, better: list[Run], worse: list[Run], value: Callable[[Run], float | None],
-              unit: str) -> None:
+    def claim(text: str, evidence: str, paper: float, better: list[Run], worse: list[Run],
+              value: Callable[[Run], float | None], unit: str) -> None:
         diff = paired_difference(_by_seed(better, value), _by_seed(worse, value))
         ran = {r.branch.seed for r in better} & {r.branch.seed for r in worse}
-        rows.append({"claim": text, "paper's evidence": evidence, "metric": unit, "difference": diff.mean,
-                     "95% low": diff.low, "95% high": diff.high, "seeds": diff.n, "seeds run": len(ran),
-                     "verdict": diff.verdict})
+        rows.append({"claim": text, "paper's evidence": evidence, "paper Δ": paper, "metric": unit,
+                     "difference": diff.mean, "95% low": diff.low, "95% high": diff.high, "seeds": diff.n,
+                     "seeds run": len(ran), "verdict": diff.verdict})
+
+    def evidence(key: str) -> tuple[str, float]:
+        return reference.CLAIM_EVIDENCE[key], reference.CLAIM_EFFECT.get(key, math.nan)
 
     for model in params["models"]:
         for regime in label_regimes(params):
             claim(f"SparK > scratch, classification ({regime} labels, {model})",
-                  reference.CLAIM_EVIDENCE["classification" if regime == ALL_LABELS else "low-label"],
+                  *evidence("classification" if regime == ALL_LABELS else "low-label"),
                   finetune[model, regime, METHOD], finetune[model, regime, SCRATCH], lambda r: r.metrics["top1"],
                   "top-1")
     for model in params["detection_models"] or []:
         for task, name in (("bbox", "AP^bb"), ("segm", "AP^mk")):
-            for baseline, evidence in ((SUPERVISED, f"detection {task}"), (SCRATCH, "detection scratch")):
-                claim(f"SparK > {baseline}, detection {name} ({model})", reference.CLAIM_EVIDENCE[evidence],
+            for baseline, key in ((SUPERVISED, f"detection {task}"), (SCRATCH, "detection scratch")):
+                claim(f"SparK > {baseline}, detection {name} ({model})", *evidence(key),
                       detection[model, None, METHOD], detection[model, None, baseline],
                       lambda r, task=task: r.metrics[task]["AP"], name)
     for model in params["ablation_models"] or []:
         for regime in ablation_regimes(params):
             for variant in params["ablations"] or {}:
-                text, evidence = reference.ABLATION_CLAIMS.get(variant, (f"sparse > {variant}", MISSING))
-                claim(f"{text} ({regime} labels, {model})", evidence, finetune[model, regime, METHOD],
+                text, shown = reference.ABLATION_CLAIMS.get(variant, (f"sparse > {variant}", MISSING))
+                paper = -_reference(reference.ABLATION_TOP1_DELTA, variant)  # variant - sparse, turned around
+                claim(f"{text} ({regime} labels, {model})", shown, paper, finetune[model, regime, METHOD],
                       finetune[model, regime, variant], lambda r: r.metrics["top1"], "top-1")
     return pd.DataFrame(rows)
 
@@ -288,7 +293,8 @@ def motivation_claims(motivation: list[Run]) -> pd.DataFrame:
                     f"1/{scale['reduction']}, {model})", "survival", "AUROC sparse − dense", scale["difference"])
                    for scale in measured["mask_survival"]]
         for text, evidence, metric, interval in claims:
-            rows.append({"claim": text, "paper's evidence": reference.MOTIVATION_EVIDENCE[evidence], "metric": metric,
+            rows.append({"claim": text, "paper's evidence": reference.MOTIVATION_EVIDENCE[evidence],
+                         "paper Δ": math.nan, "metric": metric,
                          "difference": interval["estimate"], "95% low": interval["low"], "95% high": interval["high"],
                          "seeds": 0, "seeds run": 0, "images": interval["n"], "verdict": interval["verdict"]})
     return pd.DataFrame(rows)
