@@ -73,6 +73,10 @@ class Layout:
     def results(self) -> str:
         return f"results/{self.preset}"
 
+    def curve(self, stage: str, metric: str) -> str:
+        """A stage's quantity per arm (mean and range over seeds) as the report stage writes it for ``dvc plots``."""
+        return f"{self.results}/{curve_file(stage, metric)}"
+
     @property
     def estimate(self) -> str:
         """What ``spark estimate`` found the preset's jobs cost here; the workflow sizes their resubmissions by it."""
@@ -110,6 +114,16 @@ class Layout:
         """A job's log (with ``suffix=".benchmark.tsv"``, its benchmark) under ``runs/<preset>/logs``, named after
         its run directory, or its stage for prepare and report."""
         return f"{self.runs}/logs/{job.removeprefix(f'{self.runs}/')}{suffix}"
+
+
+# In the results folder, for Snakemake's report: each table page's and figure's category and caption (as JSON),
+# and the caption template that picks a file's (eval/report.py writes both, workflow/rules/report.smk reads them).
+EXHIBITS, CAPTIONS = "exhibits.json", "captions.rst"
+
+
+def curve_file(stage: str, metric: str) -> str:
+    """Where :meth:`Layout.curve` lies in the results folder."""
+    return f"curves/{stage}_{metric.replace('/', '_')}.tsv"
 
 
 def layout(params: dict[str, Any]) -> Layout:

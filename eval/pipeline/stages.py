@@ -40,6 +40,16 @@ def option(*flags: str, **settings: Any) -> Option:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """A quantity a stage's runs log per epoch or iteration (dvclive's ``plots/metrics/<metric>.tsv``), compared
+    across arms in the report and in ``dvc plots show``: one plot per stage and quantity."""
+
+    metric: str  # its dvclive name, e.g. "loss", "bbox/AP"
+    label: str  # the y axis
+    step: str = "epoch"  # the x axis
+
+
+@dataclass(frozen=True)
 class Job:
     """What a handler runs: the branch's validated section (the whole params file for a stage without one), the
     subcommand's options, the stage's resources, and the params file the job read once (with its overrides)."""
@@ -66,6 +76,7 @@ class Stage:
     options: tuple[Option, ...] = ()  # its own command-line options
     check: Callable[[Any, PreparedData], None] | None = None  # its section reads the data prepare writes
     plots: bool = False  # its runs log dvclive plots
+    curves: tuple[Curve, ...] = ()  # of those, the ones compared across arms
     own_processes: bool = False  # it starts its own workers and sets up its own logging (Detectron2), one node
     whole_project: bool = False  # its code is all of spark/ and eval/ (it reads every section)
     conda: str = "spark"  # its environment: workflow/envs/<conda>.yaml
@@ -193,6 +204,8 @@ STAGES = {stage.name: stage for stage in (
           families=(Family("models", (METHOD,), seeds=False),
                     Family("ablation_models", "ablations", seeds=False, name="ablation")),
           data="classification", outs=("encoder.pth", "reconstruction.png", "run.json"), pretrains=True, plots=True,
+          curves=(Curve("loss", "pretraining loss (per-patch normalised MSE)"),
+                  Curve("knn_top1", "k-NN top-1 (%) of the encoder's features")),
           check=_reads_pretraining_images,
           options=(option("--init-from", type=Path, help="initial weights (ours or the authors'); ignored on "
                                                           "resume"),)),
@@ -201,13 +214,16 @@ STAGES = {stage.name: stage for stage in (
           families=(Family("models", (SCRATCH,), regime="label_regimes", name="scratch"),
                     Family("models", (METHOD,), regime="label_regimes"),
                     Family("ablation_models", "ablations", regime="ablation_regimes", name="ablation")),
-          data="classification", outs=("encoder.pth", "run.json"), plots=True, check=_reads_labelled_images),
+          data="classification", outs=("encoder.pth", "run.json"), plots=True, check=_reads_labelled_images,
+          curves=(Curve("loss", "fine-tuning training loss"), Curve("top1", "validation top-1 (%)"))),
     Stage("detection", "Mask R-CNN transfer on COCO-format data (Detectron2)", _detection,
           schema="eval.detection.config:DetectionConfig",
           families=(Family("detection_models", (SCRATCH,), name="scratch"),
                     Family("detection_models", (SUPERVISED,), name="supervised"),
                     Family("detection_models", (METHOD,))),
           data="detection", outs=("run.json",), log="log.txt", plots=True, check=_reads_coco, own_processes=True,
+          curves=(Curve("total_loss", "Mask R-CNN training loss", "iteration"),
+                  Curve("bbox/AP", "box AP (AP^bb)", "iteration"), Curve("segm/AP", "mask AP (AP^mk)", "iteration")),
           conda="detectron2",
           options=(option("--num-gpus", type=int, help="DDP processes, one per GPU, with SyncBN; 0 or 1 trains in "
                                                         "this process (default: resources.detection.gpus when > 1, "
