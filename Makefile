@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 LOCK := requirements.lock
 
-.PHONY: setup test mutants reproduce smoke bench gpu-check cluster-check clean lock
+.PHONY: setup test mutants reproduce smoke report bench gpu-check cluster-check clean lock
 
 setup: $(VENV)/.ready
 
@@ -69,6 +69,11 @@ reproduce: setup
 
 smoke: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml
+
+# After a run, Snakemake's report of it: report.html with the claims (table and forest plot), the paper's tables, the
+# figures and the training curves per arm, each with its caption. Another preset's: make report PARAMS=configs/smoke.yaml
+report: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --report report.html $(if $(PARAMS),--configfile $(PARAMS))
 
 bench: setup
 	$(BIN)/python bench/pretrain_step.py

@@ -20,7 +20,7 @@ from eval.arms import METHOD, SCRATCH, SUPERVISED
 from eval.data.config import DataConfig
 from eval.data.paths import prepared_data
 from eval.pipeline.engines import adopt
-from eval.pipeline.dag import Branch, label_regimes, layout, pretrain_seed
+from eval.pipeline.dag import CAPTIONS, EXHIBITS, Branch, label_regimes, layout, pretrain_seed
 from eval.pipeline.params import branch_section
 from eval.pipeline.resources import snakemake_resources, snakemake_threads, stage_resources
 from eval.pipeline.resubmissions import resubmissions
@@ -100,6 +100,9 @@ onsuccess:
 
 onerror:
     adopt_into_dvc()
+
+
+report: "workflow/report/workflow.rst"  # the front page of `snakemake --report` (`make report`)
 
 
 rule all:

@@ -24,8 +24,9 @@ VERDICT_COLOURS = {"reproduced": "#1a9850", "contradicted": "#d73027", "inconclu
 
 def claims_forest(claims: pd.DataFrame, out: Path) -> None:
     """Each claim's difference (the paper's direction positive) with its 95% interval, coloured by verdict, and the
-    paper's effect where it has a number (a hollow diamond), one panel per metric: the units differ (top-1 points,
-    AP, a Wasserstein distance, a KL divergence, an AUROC), so each panel has its own axis, through 0."""
+    paper's own difference where it has the same comparison (``paper Δ``, a hollow diamond), one panel per metric:
+    the units differ (top-1 points, AP, a Wasserstein distance, a KL divergence, an AUROC), so each panel has its
+    own axis, through 0."""
     metrics = list(dict.fromkeys(claims["metric"]))
     labels = {claim: textwrap.fill(claim, 70) for claim in claims["claim"]}
     heights = [sum(labels[c].count("\n") + 1 for c in claims.loc[claims["metric"] == m, "claim"]) + 1.5

@@ -70,10 +70,6 @@ CLAIM_EVIDENCE = {
                          "pretraining)",
 }
 
-# The paper's effect for a claim of CLAIM_EVIDENCE as one number (its ResNet-50 row, in the paper's direction), where it
-# has one: the claims' forest plot marks it beside the measured difference. Classification: SparK vs not pretrained.
-CLAIM_EFFECT = {"classification": 1.0, "detection bbox": 2.7, "detection segm": 2.3}
-
 # The motivation claims (zero-outing vs sparse encoding): the paper argues them with figures, without a number.
 MOTIVATION_EVIDENCE = {
     "pixels": "figure only, no number: pixel-intensity histograms, zero-outing vs dropping the masked pixels "

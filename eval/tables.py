@@ -213,9 +213,12 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, arch: s
     return pd.DataFrame(rows)
 
 
-def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataFrame:
+def claims_table(params: dict[str, Any], runs: dict[str, list[Run]], archs: dict[str, str],
+                 schedules: dict[str, str | None]) -> pd.DataFrame:
     """The paper's claims, each as a paired difference over seeds (the paper's direction positive), its 95%
-    interval and the verdict of :mod:`eval.stats`, beside the paper's effect where it has a number (``paper Δ``)."""
+    interval and the verdict of :mod:`eval.stats`, beside the paper's own difference where it has the same comparison
+    (``paper Δ``: the model's architecture, all labels, Mask R-CNN on the paper's schedule; ``archs`` and
+    ``schedules`` as the tables take them)."""
     finetune, detection = _grouped(runs["finetune"]), _grouped(runs["detection"])
     rows = []
 
@@ -227,27 +230,32 @@ def claims_table(params: dict[str, Any], runs: dict[str, list[Run]]) -> pd.DataF
                      "difference": diff.mean, "95% low": diff.low, "95% high": diff.high, "seeds": diff.n,
                      "seeds run": len(ran), "verdict": diff.verdict})
 
-    def evidence(key: str) -> tuple[str, float]:
-        return reference.CLAIM_EVIDENCE[key], reference.CLAIM_EFFECT.get(key, math.nan)
-
     for model in params["models"]:
         for regime in label_regimes(params):
+            all_labels = regime == ALL_LABELS
+            paper = round(_reference(reference.IMAGENET_TOP1, archs[model])
+                          - _reference(reference.SUPERVISED_TOP1, archs[model]), 1) if all_labels else math.nan
             claim(f"SparK > scratch, classification ({regime} labels, {model})",
-                  *evidence("classification" if regime == ALL_LABELS else "low-label"),
+                  reference.CLAIM_EVIDENCE["classification" if all_labels else "low-label"], paper,
                   finetune[model, regime, METHOD], finetune[model, regime, SCRATCH], lambda r: r.metrics["top1"],
                   "top-1")
     for model in params["detection_models"] or []:
-        for task, name in (("bbox", "AP^bb"), ("segm", "AP^mk")):
-            for baseline, key in ((SUPERVISED, f"detection {task}"), (SCRATCH, "detection scratch")):
-                claim(f"SparK > {baseline}, detection {name} ({model})", *evidence(key),
+        papers = [reference.COCO_AP.get((archs[model], PAPER_ARMS[init], schedules[model]))
+                  for init in (METHOD, SUPERVISED)]
+        for i, (task, name) in enumerate((("bbox", "AP^bb"), ("segm", "AP^mk"))):
+            for baseline, evidence in ((SUPERVISED, f"detection {task}"), (SCRATCH, "detection scratch")):
+                paper = round(papers[0][i] - papers[1][i], 1) if baseline == SUPERVISED and all(papers) else math.nan
+                claim(f"SparK > {baseline}, detection {name} ({model})", reference.CLAIM_EVIDENCE[evidence], paper,
                       detection[model, None, METHOD], detection[model, None, baseline],
                       lambda r, task=task: r.metrics[task]["AP"], name)
     for model in params["ablation_models"] or []:
         for regime in ablation_regimes(params):
             for variant in params["ablations"] or {}:
-                text, shown = reference.ABLATION_CLAIMS.get(variant, (f"sparse > {variant}", MISSING))
-                paper = -_reference(reference.ABLATION_TOP1_DELTA, variant)  # variant - sparse, turned around
-                claim(f"{text} ({regime} labels, {model})", shown, paper, finetune[model, regime, METHOD],
+                text, evidence = reference.ABLATION_CLAIMS.get(variant, (f"sparse > {variant}", MISSING))
+                # the paper's row is variant - sparse: the claim's direction turns it around
+                paper = -_reference(reference.ABLATION_TOP1_DELTA, (archs[model], variant)) \
+                    if regime == ALL_LABELS else math.nan
+                claim(f"{text} ({regime} labels, {model})", evidence, paper, finetune[model, regime, METHOD],
                       finetune[model, regime, variant], lambda r: r.metrics["top1"], "top-1")
     return pd.DataFrame(rows)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from eval.detection.recipes import RECIPES, paper_schedule
 from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES
 from eval.report import report
-from eval.tables import RunRecordError, display, load_runs, mean_std
+from eval.tables import RunRecordError, claims_table, display, load_runs, mean_std
 
 PARAMS = {
     "preset": "unit", "seeds": [0, 1, 2], "pretrain_seed": 0, "models": {"resnet50": {}}, "ablation_models": ["resnet50"],
@@ -177,7 +178,7 @@ def test_report_shows_the_knn_monitor_of_the_runs_that_have_it(tmp_path):
     out = tmp_path / "results"
     report(PARAMS, out, root=tmp_path)
     text = (out / "REPORT.md").read_text()
-    assert text.index("## Figures") < text.index("![k-NN monitor](pretrain_knn.png)") < text.index("## Runs behind")
+    assert text.index("## Pretraining") < text.index("![k-NN monitor](pretrain_knn.png)") < text.index("## Runs behind")
     with Image.open(out / "pretrain_knn.png") as figure:
         assert figure.size == (840, 540)  # 7 x 4.5 inches at 120 dpi
 
@@ -203,6 +204,65 @@ def test_the_reference_pairs_each_backbone_with_the_schedule_of_its_numbers():
     assert {key for key in reference.COCO_AP} == {(a, arm, schedule(a, a)) for a in ("resnet50", "convnext_base")
                                                   for arm in ("SparK", "supervised")}
     assert (schedule("resnet50", "resnet50"), schedule("convnext_base", "convnext_base")) == ("1x", "3x")
+
+
+def test_report_overlays_the_arms_and_captions_every_exhibit(tmp_path):
+    """Fine-tuning top-1 per epoch, averaged over the seeds of each arm with its range (the TSV dvc.yaml's plots
+    read, and a figure); the claims' forest plot beside the paper's effect; every table page and figure of the results
+    folder with its category and a caption naming the preset and seeds, one per file in the caption template."""
+    import jinja2
+
+    write_runs(tmp_path)
+    runs = layout(PARAMS)
+    for b in STAGES["finetune"].branches(PARAMS):
+        curve = tmp_path / runs.run("finetune", b) / "dvclive/plots/metrics/top1.tsv"
+        curve.parent.mkdir(parents=True)
+        final = TOP1[b.regime, b.init][b.seed]
+        curve.write_text(f"step\ttop1\n1\t{final - 10 * (b.seed + 1)}\n2\t{final}\n")
+    out = tmp_path / "results"
+    report(PARAMS, out, root=tmp_path)
+
+    curves = pd.read_csv(out / "curves/finetune_top1.tsv", sep="\t")
+    assert list(dict.fromkeys(curves["arm"])) == ["resnet50, all labels, scratch", "resnet50, all labels, SparK",
+                                                 "resnet50, low labels, scratch", "resnet50, low labels, SparK",
+                                                 "resnet50, low labels, SparK (zero_out)"]
+    zero_out = curves[curves["arm"] == "resnet50, low labels, SparK (zero_out)"]
+    # seeds 0, 1, 2 end at 46, 48, 47 and start 10, 20, 30 lower (36, 28, 17)
+    assert zero_out[["step", "mean", "low", "high", "seeds"]].to_numpy().ravel().tolist() == pytest.approx(
+        [1, 27.0, 17.0, 36.0, 3, 2, 47.0, 46.0, 48.0, 3])
+    assert (out / "finetune_top1.png").stat().st_size > 0 and not (out / "detection_bbox_AP.png").exists()
+    assert pd.read_csv(out / "curves/detection_bbox_AP.tsv", sep="\t").empty  # no run logged it: no figure
+
+    claims = pd.read_csv(out / "claims.csv")
+    paper = dict(zip(claims["claim"], claims["paper Δ"]))
+    assert paper["SparK > scratch, classification (all labels, resnet50)"] == 0.8  # 80.6 vs 79.8 from scratch
+    assert (paper["SparK > supervised, detection AP^bb (resnet50)"], paper["SparK > supervised, detection AP^mk "
+                                                                          "(resnet50)"]) == (2.7, 2.3)  # 1x
+    for claim in ("SparK > scratch, classification (low labels, resnet50)",  # no such experiment in the paper
+                  "SparK > scratch, detection AP^bb (resnet50)", "sparse > zero_out (low labels, resnet50)"):
+        assert math.isnan(paper[claim]), claim
+    # The paper's ablation row is ConvNeXt-S's with all labels: as a claim, its -0.9 (zero_out - sparse) turned round.
+    finetune = [replace(r, branch=replace(r.branch, regime="all")) for r in load_runs(PARAMS, tmp_path)["finetune"]
+                if r.branch.regime == "low"]
+    all_labels = {**PARAMS, "label_regimes": {"all": {}}, "ablation_regimes": ["all"], "detection_models": []}
+    convnext = claims_table(all_labels, {"finetune": finetune, "detection": []}, {"resnet50": "convnext_small"}, {})
+    assert dict(zip(convnext["claim"], convnext["paper Δ"])) == {
+        "SparK > scratch, classification (all labels, resnet50)": 1.0, "sparse > zero_out (all labels, resnet50)": 0.9}
+    with Image.open(out / "claims_forest.png") as figure:
+        assert figure.size[0] == 1440  # 12 inches at 120 dpi; its height grows with the claims
+    assert "![claims forest plot](claims_forest.png)" in (out / "REPORT.md").read_text()
+
+    exhibits = json.loads((out / "exhibits.json").read_text())
+    assert set(exhibits) == {p.name for p in out.iterdir() if p.suffix in (".html", ".png")}
+    assert exhibits["claims_forest.png"]["category"] == exhibits["claims.html"]["category"] == "Claims"
+    assert exhibits["finetune_top1.png"]["category"] == "Training curves"
+    assert "<td>80.00 ± 0.50</td>" in (out / "imagenet.html").read_text()  # rendered, not raw CSV
+    template = jinja2.Environment().from_string((out / "captions.rst").read_text())
+    for name, exhibit in exhibits.items():
+        caption = template.render(snakemake={"wildcards": {"exhibit": name}}).strip()
+        assert caption == exhibit["caption"] and caption.endswith(
+            "Made by the unit preset: fine-tuning and detection seeds 0, 1, 2 (the arms paired by seed), each "
+            "encoder pretrained once (seed 0)."), name
 
 
 def test_each_value_says_how_many_seeds_it_rests_on(tmp_path):

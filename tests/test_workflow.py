@@ -245,6 +245,40 @@ def check_tables(root: Path, params: dict) -> None:
     assert (results / "motivation_resnet18_mask_survival.png").stat().st_size > 0
 
 
+def check_looking_at_results(root: Path, params: dict) -> None:
+    """After the run: Snakemake's report holds every table (rendered) and figure of the results folder in its
+    category, with its caption; `dvc plots show` draws one plot per stage and quantity, each with every arm."""
+    run([str(BIN / "snakemake"), "--report", "report.html"], root)
+    page = (root / "report.html").read_text()
+    exhibits = json.loads((root / "results/smoke/exhibits.json").read_text())
+    tables = ["claims", "imagenet", "coco", *(f"ablations_resnet18_{r}" for r in params["ablation_regimes"]),
+              "motivation", "runs"]
+    curves = [f"{s.name}_{c.metric.replace('/', '_')}" for s in training_stages() for c in s.curves]
+    figures = ["claims_forest", "reconstructions", "pretrain_knn", *curves,
+               *(f"motivation_resnet18_{n.removesuffix('.png')}" for n in STAGES["motivation"].outs if ".png" in n)]
+    assert set(exhibits) == {f"{t}.html" for t in tables} | {f"{f}.png" for f in figures}
+    categories = json.loads(re.search(r"var categories = (\{.*?\});", page).group(1))
+    assert {name: {Path(p).name for files in sub.values() for p in files} for name, sub in categories.items()} == {
+        category: {n for n, e in exhibits.items() if e["category"] == category}
+        for category in ("Claims", "Paper tables", "Motivation", "Training curves", "Pretraining", "Runs")}
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", page).group(1))
+    for path, result in results.items():
+        assert result["caption"].startswith("<p>" + exhibits[Path(path).name]["caption"][:40]), path
+        assert "Made by the smoke preset" in result["caption"], path
+    assert results["results/smoke/coco.html"]["mime_type"] == "text/html"  # rendered, not raw CSV
+
+    shown = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json"], root, stdout_only=True))["data"]
+    arms = {"finetune_top1": {f"resnet18, {r} labels, {i}" for r in params["label_regimes"]
+                              for i in ("scratch", "SparK")} | {"resnet18, low labels, SparK (zero_out)"},
+            "pretrain_loss": {"resnet18, SparK", "resnet18, SparK (zero_out)"},
+            "detection_bbox_AP": {"resnet18, scratch", "resnet18, supervised", "resnet18, SparK"}}
+    for curve in curves:
+        plot, = shown[f"results/smoke/curves/{curve}.tsv"]
+        drawn = {point["arm"] for point in plot["content"]["data"]["values"]}
+        assert drawn == arms.get(curve, drawn) and drawn, curve
+        assert plot["content"]["encoding"]["color"]["field"] == "arm"
+
+
 def one_ablation(params: dict) -> None:
     """The smoke DAG with one of its five ablations (each adds a pretraining and a fine-tuning): the engines'
     behaviour does not depend on how many there are, and CI's time does."""
@@ -361,6 +395,7 @@ def test_smoke_dag_is_one_state_for_both_engines_and_shared_through_a_remote(tmp
     params = load_params(root / "params.yaml")
     check_tables(root, params)
     assert "up to date" in run([dvc, "status"], root)
+    check_looking_at_results(root, params)
 
     params["ablations"]["zero_out"]["mask_ratio"] = 0.25  # 3 of the 4 cells visible, not 2: another encoder
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
