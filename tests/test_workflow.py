@@ -273,7 +273,7 @@ def check_looking_at_results(root: Path, params: dict) -> None:
             "pretrain_loss": {"resnet18, SparK", "resnet18, SparK (zero_out)"},
             "detection_bbox_AP": {"resnet18, scratch", "resnet18, supervised", "resnet18, SparK"}}
     for curve in curves:
-        plot, = shown[f"results/smoke/curves/{curve}.tsv"]
+        plot, = shown[curve]
         drawn = {point["arm"] for point in plot["content"]["data"]["values"]}
         assert drawn == arms.get(curve, drawn) and drawn, curve
         assert plot["content"]["encoding"]["color"]["field"] == "arm"

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
 from spark.io import write_text
 
-from .dag import DAG_KEYS, Branch, Family, Layout
+from .dag import DAG_KEYS, Branch, Family, Layout, curve_file
 from .stage_code import ROOT, stage_code
 from .stages import Stage, training_stages
 
@@ -120,9 +121,11 @@ def _report() -> dict[str, Any]:
 
 
 def _plots() -> list[dict[str, Any]]:
-    """One plot per stage and :class:`~eval.pipeline.stages.Curve`: the report stage's curve of every arm."""
-    return [{LAYOUT.curve(stage.name, curve.metric): {
-        "template": ARMS_TEMPLATE, "x": "step", "y": "mean", "x_label": curve.step, "y_label": curve.label,
+    """One plot per stage and :class:`~eval.pipeline.stages.Curve`, named like its file (``dvc plots show
+    finetune_top1``): the report stage's curve of every arm."""
+    return [{Path(curve_file(stage.name, curve.metric)).stem: {
+        "template": ARMS_TEMPLATE, "x": "step", "y": {LAYOUT.curve(stage.name, curve.metric): "mean"},
+        "x_label": curve.step, "y_label": curve.label,
         "title": f"{stage.name} {curve.metric}: mean over seeds per arm, band: their range"}}
         for stage in training_stages() for curve in stage.curves]
 
