@@ -24,7 +24,7 @@ from .tables import (
 
 
 DATASETS = {"imagenet": "ImageNet-1K", "mini-in": "mini-in (the ImageNet stand-in)", "coco": "COCO 2017",
-            "mini-coco": "mini-coco (the COCO stand-in)"}
+            "mini-coco": "mini-coco (the COCO stand-in)", "own": "your labelled images"}
 
 
 def write_table(table: pd.DataFrame, stem: Path, shown: pd.DataFrame | None = None) -> str:
@@ -72,12 +72,11 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig.parse(params)
     claims = pd.concat([claims_table(params, runs), motivation_claims(runs["motivation"])], ignore_index=True)
-    sections = [
-        (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
-         imagenet_table(runs["finetune"], archs)),
-        (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
-         coco_table(runs["detection"], archs, supervised_weights(params))),
-    ]
+    sections = [(f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
+                 imagenet_table(runs["finetune"], archs))]
+    if runs["detection"]:
+        sections.append((f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
+                         coco_table(runs["detection"], archs, supervised_weights(params))))
     for model in params["ablation_models"]:
         for regime in ablation_regimes(params):
             table = ablation_table(runs["pretrain"], runs["finetune"], model, list(params["ablations"]), regime)
@@ -90,7 +89,11 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
         figures.knn_curves(knn_runs, out / "pretrain_knn.png")
 
     lines = [f"# SparK reproduction: results of the `{params['preset']}` preset", ""]
-    if data.classification != "imagenet" or data.detection != "coco":
+    if data.classification == "own":
+        lines += [f"Runs on your own images (pretraining: {data.own.unlabelled}; labels: {data.own.labelled}): the "
+                  "claims below answer whether SparK pretraining on them beats training from scratch and, where a "
+                  "supervised arm ran, the supervised weights; the paper columns are for orientation only.", ""]
+    elif data.classification != "imagenet" or data.detection != "coco":
         lines += ["These are small-scale runs on the generated mini benchmark (see DATA.md), not ImageNet/COCO: the "
                   "paper columns are for orientation, not comparison.", ""]
     lines += ["## Paper claims", "", VERDICT_RULE, "", write_table(claims, out / "claims", display_claims(claims)),
