@@ -139,8 +139,8 @@ def write_preset(out: Path, name: str, arch: str, inspection: Inspection, unlabe
              else f"split here: {val_fraction:.0%} of each class for validation")
     smoke = scale == "smoke"
     train_images = folders.training_images(val_fraction)
-    batch = {"pretrain": 16 if smoke else _batch(len(folders.unlabelled), 512),
-             "finetune": 16 if smoke else _batch(train_images, 256)}
+    batch = {"pretrain": _batch(len(folders.unlabelled), 16 if smoke else 512),
+             "finetune": _batch(train_images, 16 if smoke else 256)}
     coco_root = f"{coco.resolve()}" if coco else None
     lines = f"""\
 # The `{name}` preset: SparK on your own images, written by `spark new-preset` on {datetime.date.today()}
@@ -258,8 +258,12 @@ def _has_gpu() -> bool:
 
 
 def _batch(images: int, largest: int) -> int:
-    """A power of two near a tenth of the images (>= 16), at most ``largest``: ten steps an epoch at least."""
-    return min(largest, max(16, 2 ** int(math.log2(max(1, images // 10)))))
+    """A power of two near a tenth of the images (>= 16, at most ``largest``: ten steps an epoch where the images
+    allow), never more than the images (and >= 2: fine-tuning's Mixup pairs them)."""
+    batch = min(largest, max(16, 2 ** int(math.log2(max(1, images // 10)))))
+    while batch > max(images, 2):
+        batch //= 2
+    return batch
 
 
 def _detection(coco: Path, size: int, smoke: bool) -> str:
