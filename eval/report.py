@@ -14,6 +14,7 @@ from spark.io import write_text
 
 from . import figures, reference
 from .detection.config import DetectionConfig
+from .detection.recipes import paper_schedule
 from .pipeline.params import branch_config, branch_section
 from .supervised import OWN
 from .pipeline.dag import DagConfig, ablation_regimes
@@ -38,11 +39,12 @@ def write_table(table: pd.DataFrame, stem: Path, shown: pd.DataFrame | None = No
     return markdown
 
 
-def supervised_weights(params: dict) -> dict[str, str]:
-    """Each detection model's supervised weights, as the table names them."""
-    sources = {m: branch_config(params, DetectionConfig, model=m).supervised_weights
-               for m in params["detection_models"] or []}
-    return {m: OWN_CLASSIFIER if source == OWN else source for m, source in sources.items()}
+def detection_recipes(params: dict) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Each detection model's supervised weights, as the table names them, and its schedule if it is the
+    paper's (1x, 3x; else None)."""
+    configs = {m: branch_config(params, DetectionConfig, model=m) for m in params["detection_models"] or []}
+    weights = {m: OWN_CLASSIFIER if c.supervised_weights == OWN else c.supervised_weights for m, c in configs.items()}
+    return weights, {m: paper_schedule(c.recipe, c.batch_size, c.max_iter, c.steps) for m, c in configs.items()}
 
 
 OWN_CLASSIFIER = "own classifier (fine-tuned from scratch, all labels)"
@@ -76,10 +78,11 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
                  imagenet_table(runs["finetune"], archs))]
     if runs["detection"]:
         sections.append((f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
-                         coco_table(runs["detection"], archs, supervised_weights(params))))
+                         coco_table(runs["detection"], archs, *detection_recipes(params))))
     for model in params["ablation_models"]:
         for regime in ablation_regimes(params):
-            table = ablation_table(runs["pretrain"], runs["finetune"], model, list(params["ablations"]), regime)
+            table = ablation_table(runs["pretrain"], runs["finetune"], model, archs[model], list(params["ablations"]),
+                                   regime)
             sections.append((f"Table 3: ablations on {model} ({regime} labels)", f"ablations_{model}_{regime}",
                              table))
     figures.loss_curves(runs["pretrain"], out / "pretrain_loss.png")

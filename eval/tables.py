@@ -125,7 +125,7 @@ def _plus_minus(mean: float, std: float) -> str:
     return f"{mean:.2f}" if not math.isfinite(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _reference(table: dict[str, tuple[float, str]], key: str) -> float:
+def _reference(table: dict[Any, tuple[float, str]], key: Any) -> float:
     return table[key][0] if key in table else math.nan
 
 
@@ -167,26 +167,29 @@ def imagenet_table(finetune: list[Run], archs: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def coco_table(detection: list[Run], archs: dict[str, str], supervised: dict[str, str]) -> pd.DataFrame:
+def coco_table(detection: list[Run], archs: dict[str, str], supervised: dict[str, str],
+               schedules: dict[str, str | None]) -> pd.DataFrame:
     """Table 2: Mask R-CNN box and mask AP per model and init (scratch, supervised, SparK), with the paper's AP of
-    the arms it has (SparK and supervised); ``supervised`` names each model's supervised weights."""
+    the arms it has (SparK and supervised) where the run trains on the paper's schedule; ``supervised`` names each
+    model's supervised weights, ``schedules`` each model's schedule (None: not one of the paper's)."""
     rows = []
     for (model, _, init), runs in _grouped(detection).items():
-        row: dict[str, Any] = {"model": model, "init": _init_name(init),
+        row: dict[str, Any] = {"model": model, "init": _init_name(init), "schedule": schedules[model] or MISSING,
                                "weights": supervised[model] if init == SUPERVISED else MISSING}
         for task, key, column in COCO_COLUMNS:
             _stat(row, column, (r.metrics[task][key] for r in runs))
-        paper = reference.COCO_AP.get((archs[model], PAPER_ARMS.get(init)))
+        paper = reference.COCO_AP.get((archs[model], PAPER_ARMS.get(init), schedules[model]))
         row["paper AP^bb"], row["paper AP^mk"] = paper[:2] if paper else (math.nan, math.nan)
         row["seeds"] = len(runs)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variants: list[str],
+def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, arch: str, variants: list[str],
                    regime: str) -> pd.DataFrame:
     """Table 3: fine-tuning top-1 of each pretraining variant in one label regime, and its paired difference to the
-    full method (variant - sparse, mean over seeds with its 95% interval)."""
+    full method (variant - sparse, mean over seeds with its 95% interval), beside the paper's where it has one (its
+    rows: ConvNeXt-S, all labels)."""
     top1 = {init: runs for (m, r, init), runs in _grouped(finetune).items() if m == model and r == regime}
     loss = {init: [r.metrics["loss"] for r in runs] for (m, _, init), runs in _grouped(pretrain).items() if m == model}
     def accuracy(run: Run) -> float:
@@ -203,7 +206,8 @@ def ablation_table(pretrain: list[Run], finetune: list[Run], model: str, variant
         row["Δ 95% low"], row["Δ 95% high"] = (diff.low, diff.high) if diff else (math.nan, math.nan)
         # one pretraining per variant (pretrain_seed), not one per fine-tuning seed: no seed count beside it
         row["final pretraining loss"], row["final pretraining loss" + STD] = mean_std(loss[variant])
-        row["paper Δ"] = _reference(reference.ABLATION_TOP1_DELTA, variant)
+        row["paper Δ"] = _reference(reference.ABLATION_TOP1_DELTA, (arch, variant)) if regime == ALL_LABELS else \
+            math.nan
         row["seeds"] = len(top1[variant])
         rows.append(row)
     return pd.DataFrame(rows)

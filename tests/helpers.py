@@ -346,3 +346,14 @@ def write_images(root: Path, count: int, size: int = 72, seed: int = 0) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(((np.stack(ramps, -1) + 1) * 127.5).astype(np.uint8)).save(path)
     return root
+
+
+def detection_config(**keys: Any) -> Any:
+    """A ``DetectionConfig`` built directly on the authors' ResNet 1x recipe (whatever the arch), ``keys`` over it:
+    errors name the bare key, as any dataclass built in Python does."""
+    import dataclasses
+
+    from eval.detection.config import DetectionConfig
+    from eval.detection.recipes import RECIPES
+
+    return DetectionConfig(**{"recipe": "resnet50", **dataclasses.asdict(RECIPES["resnet50"]), **keys})

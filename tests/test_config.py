@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 import pytest
 
 from eval.data import DataConfig, MiniCocoConfig
-from eval.detection.config import DetectionConfig
+from helpers import detection_config
 from eval.finetune import FinetuneConfig
 from spark.config import Above, AtLeast, ConfigError, OneOf, Range, Section, parse_section
 from spark.model import SparKConfig
@@ -59,7 +59,7 @@ def test_drop_path_rate_is_the_same_rule_in_every_stage():
     with pytest.raises(ConfigError, match="^" + message):
         SparKConfig(arch="resnet18", input_size=64, drop_path_rate=1.0)
     with pytest.raises(ConfigError, match="^" + message):
-        DetectionConfig(drop_path_rate=1.0)
+        detection_config(drop_path_rate=1.0)
     with pytest.raises(ConfigError, match="^params: pretrain." + message):
         parse_section({"pretrain": {"data": "x", "drop_path_rate": 1.0}}, "pretrain", PretrainConfig)
     with pytest.raises(ConfigError, match="^params: finetune." + message):
@@ -67,8 +67,8 @@ def test_drop_path_rate_is_the_same_rule_in_every_stage():
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: DetectionConfig(backbone="vit"), "backbone: must be one of 'resnet', 'timm', got 'vit'"),
-    (lambda: DetectionConfig(num_workers=-1), "num_workers: must be >= 0, got -1"),
+    (lambda: detection_config(backbone="vit"), "backbone: must be one of 'resnet', 'timm', got 'vit'"),
+    (lambda: detection_config(num_workers=-1), "num_workers: must be >= 0, got -1"),
     (lambda: PretrainConfig(data="x", vis_images=-1), "vis_images: must be >= 0, got -1"),
     (lambda: PretrainConfig(data="x", precision="fp16"), "precision: must be one of 'auto', 'fp32', 'bf16'"),
     (lambda: DataConfig(workers=0), "workers: must be >= 1, got 0"),

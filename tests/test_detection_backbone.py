@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import require
+from helpers import detection_config, require
 
 require("detectron2")
 pytestmark = pytest.mark.detectron2
@@ -13,13 +13,12 @@ import torch  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from eval.detection.backbone import TimmBackbone, stage_modules  # noqa: E402
-from eval.detection.config import DetectionConfig  # noqa: E402
 from eval.detection.recipe import build_cfg  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "convnext_atto"])
 def test_timm_backbone_builds_and_runs_mask_rcnn_on_cpu(arch, tmp_path):
-    config = DetectionConfig(arch=arch, backbone="timm", min_size_test=64, max_size_test=96, proposals_test=100)
+    config = detection_config(arch=arch, backbone="timm", min_size_test=64, max_size_test=96, proposals_test=100)
     cfg = build_cfg(config, 3, tmp_path)
     model = build_model(cfg).eval()
     bottom_up = model.backbone.bottom_up
@@ -41,9 +40,9 @@ def test_timm_backbone_builds_and_runs_mask_rcnn_on_cpu(arch, tmp_path):
 
 
 def test_stage_modules_name_the_four_stages(tmp_path):
-    cfg = build_cfg(DetectionConfig(arch="convnext_atto", backbone="timm"), 3, tmp_path)
+    cfg = build_cfg(detection_config(arch="convnext_atto", backbone="timm"), 3, tmp_path)
     assert stage_modules(build_model(cfg).backbone.bottom_up) == [f"body.model.stages.{i}" for i in range(4)]
-    cfg = build_cfg(DetectionConfig(arch="resnet18"), 3, tmp_path)
+    cfg = build_cfg(detection_config(arch="resnet18"), 3, tmp_path)
     assert stage_modules(build_model(cfg).backbone.bottom_up) == ["res2", "res3", "res4", "res5"]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from helpers import require
+from helpers import detection_config, require
 
 require("detectron2")
 
@@ -26,12 +26,13 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from eval.cli import main as spark_cli  # noqa: E402
 from eval.detection.backbone import TimmBackbone  # noqa: E402
 from eval.detection.config import DetectionConfig  # noqa: E402
+from eval.detection.recipes import RECIPES  # noqa: E402
 from eval.detection.convert import timm_resnet_to_detectron2  # noqa: E402
 from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET  # noqa: E402
 from eval.detection.train import (  # noqa: E402
     COCO_METRICS, Trainer, build_evaluator, build_trainer, register_datasets, summarize)
 from eval.arms import SCRATCH  # noqa: E402
-from spark.config import ConfigError, parse_section  # noqa: E402
+from spark.config import ConfigError  # noqa: E402
 from spark.io import load_torch, save_torch  # noqa: E402
 from spark.model import SparKConfig, build_spark  # noqa: E402
 from eval.data.config import MiniCocoConfig  # noqa: E402
@@ -113,9 +114,10 @@ def mini_coco(tmp_path_factory) -> Path:
 
 
 def smoke(root: Path, **overrides) -> dict:
-    """The smoke preset (resnet18, 128 px, batch 2, a few iterations) on the mini-coco at ``root``."""
+    """The smoke preset (resnet18 on the ResNet recipe, 128 px, batch 2, a few iterations) on the mini-coco at
+    ``root``."""
     return {
-        "data_root": str(root), "train_json": "annotations/instances_train.json", "train_images": "train",
+        "recipe": "resnet50", "data_root": str(root), "train_json": "annotations/instances_train.json", "train_images": "train",
         "val_json": "annotations/instances_val.json", "val_images": "val", "mask_format": "bitmask", "arch": "resnet18",
         "min_size_train": [96, 128], "max_size_train": 160, "min_size_test": 128, "max_size_test": 160,
         "batch_size": 2, "max_iter": 3, "steps": [2], "warmup_iters": 2, "roi_per_image": 32,
@@ -157,7 +159,7 @@ def bottom_up_state(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("dataset", "classes"), [("mini_coco", 10), ("shapes_coco", len(CATEGORIES))])
 def test_ground_truth_as_predictions_scores_ap_100(dataset, classes, request, tmp_path):
-    config = DetectionConfig(
+    config = detection_config(
         data_root=str(request.getfixturevalue(dataset)), train_json="annotations/instances_train.json",
         train_images="train", val_json="annotations/instances_val.json", val_images="val",
     )
@@ -233,7 +235,7 @@ def test_coco_ap_of_a_hand_computed_case_with_non_contiguous_category_ids(tmp_pa
         "images": [{"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE} for i in (1, 2)],
         "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 12, "name": "twelve"}],
         "annotations": annotations}))
-    config = DetectionConfig(data_root=str(tmp_path), train_json="instances.json", train_images="images",
+    config = detection_config(data_root=str(tmp_path), train_json="instances.json", train_images="images",
                              val_json="instances.json", val_images="images")
     assert register_datasets(config) == 3  # the model's NUM_CLASSES
 
@@ -276,8 +278,7 @@ def test_the_spark_arm_starts_from_the_encoder_and_scratch_does_not(arch, backbo
     every tensor of encoder.pth (renamed to Detectron2's ResNet names on that path), the scratch one none of them."""
     encoder = spark_encoder_pth(arch, tmp_path / "encoder.pth")
     expected = timm_resnet_to_detectron2(encoder) if backbone == "resnet" else encoder
-    config = parse_section({"detection": smoke(shapes_coco, arch=arch, backbone=backbone)}, "detection",
-                           DetectionConfig)
+    config = DetectionConfig.parse({"detection": smoke(shapes_coco, arch=arch, backbone=backbone)})
     (tmp_path / "spark").mkdir()
     (tmp_path / "scratch").mkdir()
     assert_same_weights(bottom_up_state(build_trainer(config, str(tmp_path / "encoder.pth"), tmp_path / "spark")),
@@ -291,7 +292,7 @@ def test_the_spark_arm_starts_from_the_encoder_and_scratch_does_not(arch, backbo
 def test_a_resumed_run_starts_from_its_checkpoint_not_the_encoder(shapes_coco, tmp_path):
     """Re-running a killed SparK run continues its training: the encoder must not overwrite what was learnt."""
     spark_encoder_pth("resnet18", tmp_path / "encoder.pth")
-    config = parse_section({"detection": smoke(shapes_coco)}, "detection", DetectionConfig)
+    config = DetectionConfig.parse({"detection": smoke(shapes_coco)})
     run = tmp_path / "run"
     run.mkdir()
     killed = build_trainer(config, str(tmp_path / "encoder.pth"), run)
@@ -359,7 +360,7 @@ def test_smoke_training_writes_metrics_and_resumes(mini_coco, tmp_path):
     checkpoint = load_torch(run / "model_0000001.pth")["model"]
     moved = {k: (checkpoint[f"backbone.bottom_up.{k}"] - v).abs().max().item() for k, v in encoder.items()
              if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    assert max(moved.values()) < 2 * DetectionConfig.base_lr, max(moved.items(), key=lambda kv: kv[1])
+    assert max(moved.values()) < 2 * RECIPES["resnet50"].base_lr, max(moved.items(), key=lambda kv: kv[1])
     assert (run / "model_final.pth").is_file() and (run / "last_checkpoint").read_text() == "model_final.pth"
     assert (run / "config.yaml").is_file() and "Starting training from iteration 0" in (run / "log.txt").read_text()
     losses = train_losses(run)
@@ -403,7 +404,7 @@ def test_val_categories_other_than_train_are_refused(shapes_coco, tmp_path):
     for a in val["annotations"]:
         a["category_id"] += 10
     (tmp_path / "instances_val.json").write_text(json.dumps(val))
-    config = DetectionConfig(data_root=str(shapes_coco), train_json="annotations/instances_train.json",
+    config = detection_config(data_root=str(shapes_coco), train_json="annotations/instances_train.json",
                              train_images="train", val_json=str(tmp_path / "instances_val.json"), val_images="val")
     with pytest.raises(ConfigError, match="params: detection.val_json: .* has other categories than"):
         register_datasets(config)

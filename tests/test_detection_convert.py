@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import require
+from helpers import detection_config, require
 
 require("detectron2")
 pytestmark = pytest.mark.detectron2
@@ -13,7 +13,6 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
 
-from eval.detection.config import DetectionConfig  # noqa: E402
 from eval.detection.convert import BackboneWeightsError, load_encoder, timm_resnet_to_detectron2  # noqa: E402
 from eval.detection.recipe import build_cfg  # noqa: E402
 
@@ -31,7 +30,7 @@ def random_encoder(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def bottom_up(arch: str, backbone: str, tmp_path) -> torch.nn.Module:
-    return build_backbone(build_cfg(DetectionConfig(arch=arch, backbone=backbone), 10, tmp_path)).bottom_up
+    return build_backbone(build_cfg(detection_config(arch=arch, backbone=backbone), 10, tmp_path)).bottom_up
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import require
+from helpers import detection_config, require
 
 require("detectron2")
 pytestmark = pytest.mark.detectron2
 
 from detectron2.modeling import build_model  # noqa: E402
 
-from eval.detection.config import DetectionConfig  # noqa: E402
 from eval.detection.convert import timm_resnet_to_detectron2  # noqa: E402
 from eval.detection.optim import build_optimizer, layer_decay_param_groups, layer_id  # noqa: E402
 from eval.detection.recipe import build_cfg  # noqa: E402
@@ -37,7 +36,7 @@ def test_resnet50_layer_ids(name, layer):
 
 
 def lrs(arch: str, backbone: str, tmp_path) -> dict[str, float]:
-    cfg = build_cfg(DetectionConfig(arch=arch, backbone=backbone), 10, tmp_path)
+    cfg = build_cfg(detection_config(arch=arch, backbone=backbone), 10, tmp_path)
     model = build_model(cfg)
     lr_of = {id(p): g["lr"] for g in build_optimizer(cfg, model).param_groups for p in g["params"]}
     return {name: lr_of[id(p)] for name, p in model.named_parameters()}
@@ -66,7 +65,7 @@ def test_native_and_timm_backbones_get_the_same_lrs(arch, tmp_path):
 
 
 def test_convnext_stages_and_weight_decay(tmp_path):
-    cfg = build_cfg(DetectionConfig(arch="convnext_atto", backbone="timm"), 10, tmp_path)
+    cfg = build_cfg(detection_config(arch="convnext_atto", backbone="timm"), 10, tmp_path)
     model = build_model(cfg)
     groups = layer_decay_param_groups(model, base_lr=1.0, weight_decay=0.1, weight_decay_norm=0.0, decay=0.5)
     hyper = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
@@ -82,3 +81,10 @@ def test_convnext_stages_and_weight_decay(tmp_path):
     for name, (lr, wd) in expected.items():
         assert hyper[id(params[body + name])] == pytest.approx((lr, wd)), name
     assert hyper[id(params["backbone.fpn_output5.weight"])] == (1.0, 0.1)
+    # The ConvNeXt recipe (MMDetection's): no 1-D parameter decays, not the layer scales, not the biases either.
+    groups = layer_decay_param_groups(model, base_lr=1.0, weight_decay=0.1, weight_decay_norm=0.0, decay=0.5,
+                                      decay_1d=False)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert {decay[id(p)] for p in params.values() if p.ndim == 1} == {0.0}
+    assert {decay[id(p)] for p in params.values() if p.ndim > 1} == {0.1}
+    assert hyper[id(params["roi_heads.box_predictor.cls_score.bias"])] == (1.0, 0.1)  # the ResNet recipe decays them

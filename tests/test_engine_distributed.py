@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from eval.detection.config import DetectionConfig
+from helpers import detection_config
 from spark.config import ConfigError
 from spark.engine import distributed
 from spark.engine.distributed import DEFAULT_TIMEOUT_MINUTES, distributed_env, require_gpus
@@ -30,7 +30,7 @@ def test_the_process_group_waits_as_long_as_the_config_says(monkeypatch):
 
 def test_the_default_timeout_outlasts_a_first_compile():
     config = PretrainConfig(data="unused")
-    assert config.dist_timeout_minutes == DetectionConfig().dist_timeout_minutes == DEFAULT_TIMEOUT_MINUTES >= 60
+    assert config.dist_timeout_minutes == detection_config().dist_timeout_minutes == DEFAULT_TIMEOUT_MINUTES >= 60
     assert "dist_timeout_minutes" in config.RESUMABLE  # waiting longer does not change the trained weights
     with pytest.raises(ConfigError, match="dist_timeout_minutes: must be > 0"):
         PretrainConfig(data="unused", dist_timeout_minutes=0)

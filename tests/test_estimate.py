@@ -27,10 +27,10 @@ def test_the_jobs_are_the_workflows():
         *(runs.run("detection", b) for b in STAGES["detection"].branches(params))]
     # Seeds and inits share a timing; models, variants and recipes do not.
     recipes = {job.run: job.recipe for job in jobs}
-    assert recipes["runs/paper/finetune/all/resnet50/scratch/seed0"] == recipes[
-        "runs/paper/finetune/all/resnet50/zero_out/seed0"]
-    assert len({job.recipe for job in jobs if job.stage == "pretrain"}) == 7  # 2 models + 5 ablations of resnet50
-    assert len({job.recipe for job in jobs}) == 7 + 2 + 2
+    assert recipes["runs/paper/finetune/all/convnext_small/scratch/seed0"] == recipes[
+        "runs/paper/finetune/all/convnext_small/zero_out/seed0"]
+    assert len({job.recipe for job in jobs if job.stage == "pretrain"}) == 8  # 3 models + 5 ablations of ConvNeXt-S
+    assert len({job.recipe for job in jobs}) == 8 + 3 + 2
 
 
 def test_the_paper_schedules_without_data_use_the_published_sizes(tmp_path):
@@ -43,7 +43,7 @@ def test_the_paper_schedules_without_data_use_the_published_sizes(tmp_path):
     assert (r50.devices, r50.device_batch, r50.steps) == (8, 512, 1600 * (IMAGENET_TRAIN_IMAGES // 4096))
     assert r50.images == r50.steps * 4096
     detection = job["runs/paper/detection/convnext_base/sparse/seed0"]
-    assert (detection.images, detection.device_batch) == (90_000 * 16, 2)
+    assert (detection.images, detection.device_batch) == (263_880 * 16, 2)  # the 3x recipe: 36 COCO epochs
     four_nodes = {job.run: job for job in plan(load_params(PAPER, [f"data.root={tmp_path}",
                                                                     "resources.pretrain.nodes=4"]))[0]}
     r50 = four_nodes["runs/paper/pretrain/resnet50/sparse/seed0"]

@@ -165,13 +165,14 @@ def labelled_fingerprints(images: torch.Tensor, targets: torch.Tensor) -> list[t
 
 def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_path, request):
     """2 gloo ranks x 4 images (micro-batches of 2) against one process on the same 8 images per step, for 8 LAMB
-    steps: the ranks split each global batch without overlap; from the ranks' weights one process gets their loss
+    steps: the ranks split each global batch (repeated augmentation on, as in the ConvNeXt recipes: an image's
+    copies spread over the ranks, each with its own draws); from the ranks' weights one process gets their loss
     and gradients (of the mean over the global batch, BN statistics per rank and micro-batch as on gloo); each step
     takes the ranks to the weights a one-process LAMB step gives; the ranks end with equal weights and BN statistics;
     and each evaluation scores every validation image exactly once. Mixup and drop-path off: their draws are per
     rank by design and cannot be replayed by one process."""
     params = write_params(tmp_path / "params.yaml", colours, epochs=2, micro_batch=2, mixup=0.0, drop_path_rate=0.0,
-                          precision="fp32", deterministic=False)
+                          aug_repeats=3, precision="fp32", deterministic=False)
     config = FinetuneConfig.parse(load_params(params))
     ranks = run_two_gloo_ranks(RANK_SCRIPT, params, tmp_path / "run")
     single_threaded(request)
@@ -183,7 +184,8 @@ def test_two_gloo_ranks_step_like_one_process_on_the_global_batch(colours, tmp_p
     train_set, val_set = image_folders(
         config.data, train_transform(config.input_size, config.augment, config.erase_prob, config.crop_scale),
         eval_transform(config.input_size, config.eval_crop), "finetune.data")
-    one = train_loader(train_set, batch_size=8, env=DistEnv(), seed=config.seed, num_workers=0)
+    one = train_loader(train_set, batch_size=8, env=DistEnv(), seed=config.seed, num_workers=0,
+                       repeats=config.aug_repeats)
     batches = []
     for epoch in (1, 2):
         set_epoch(one, epoch)

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import save_file
 
 import eval.cli
-from eval.detection.config import DetectionConfig
+from helpers import detection_config
 from eval.pipeline.params import load_params
 from eval.pipeline.stages import check_published_weights, supervised_start
 from eval.supervised import MissingWeightsError, weights_file
@@ -65,7 +65,7 @@ def test_bad_sources_fail_with_one_line(tmp_path):
     with pytest.raises(MissingWeightsError, match="weights/r50.pth: no such file"):
         weights_file("weights/r50.pth", own="unused")
     with pytest.raises(ConfigError, match="supervised_weights: 'torchvision:' names no weights"):
-        DetectionConfig(supervised_weights="torchvision:")
+        detection_config(supervised_weights="torchvision:")
 
 
 def test_own_is_the_dags_from_scratch_classifier_with_all_labels():

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from eval import reference
+from eval.detection.recipes import RECIPES, paper_schedule
 from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES
 from eval.report import report
@@ -120,6 +122,7 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert coco["paper AP^bb"].tolist()[1:] == [38.9, 41.6] and coco["paper AP^mk"].tolist()[1:] == [35.4, 37.7]
     assert math.isnan(coco["paper AP^bb"][0])
     assert coco["weights"].tolist() == ["—", "own classifier (fine-tuned from scratch, all labels)", "—"]
+    assert coco["schedule"].tolist() == ["1x"] * 3  # the ResNet recipe: the paper's 1x numbers sit beside it
 
     ablations = pd.read_csv(out / "ablations_resnet50_low.csv")
     assert list(ablations["variant"]) == ["sparse", "zero_out"]
@@ -127,7 +130,7 @@ def test_report_mirrors_the_paper_tables(tmp_path):
     assert (ablations["Δ 95% low"][1], ablations["Δ 95% high"][1]) == pytest.approx((1.0, 1.0))  # no spread
     assert list(ablations["final pretraining loss"]) == pytest.approx([0.5, 0.5])
     assert "(1 of 3 seeds)" not in (out / "ablations_resnet50_low.md").read_text()  # one pretraining per variant
-    assert list(ablations["paper Δ"])[1] == -0.9
+    assert ablations["paper Δ"].isna().all()  # the paper's rows are ConvNeXt-S's with all labels, not these
 
     claims = pd.read_csv(out / "claims.csv")
     motivation, claims = claims[claims["images"].notna()], claims[claims["images"].isna()]
@@ -177,6 +180,29 @@ def test_report_shows_the_knn_monitor_of_the_runs_that_have_it(tmp_path):
     assert text.index("## Figures") < text.index("![k-NN monitor](pretrain_knn.png)") < text.index("## Runs behind")
     with Image.open(out / "pretrain_knn.png") as figure:
         assert figure.size == (840, 540)  # 7 x 4.5 inches at 120 dpi
+
+
+@pytest.mark.parametrize("detection, schedule", [
+    ({"max_iter": 40_000, "steps": [30_000]}, "—"),  # a shortened 1x is not the paper's 1x
+    ({"batch_size": 8}, "—"),
+])
+def test_paper_ap_sits_only_beside_runs_on_the_papers_schedule(tmp_path, detection, schedule):
+    write_runs(tmp_path)
+    out = tmp_path / "results"
+    report({**PARAMS, "detection": detection}, out, root=tmp_path)
+    coco = pd.read_csv(out / "coco.csv", keep_default_na=False, na_values=[""])
+    assert coco["schedule"].tolist() == [schedule] * 3
+    assert coco["paper AP^bb"].isna().all() and coco["paper AP^mk"].isna().all()
+
+
+def test_the_reference_pairs_each_backbone_with_the_schedule_of_its_numbers():
+    def schedule(arch, recipe):
+        named = RECIPES[recipe]
+        return paper_schedule(recipe, named.batch_size, named.max_iter, named.steps)
+
+    assert {key for key in reference.COCO_AP} == {(a, arm, schedule(a, a)) for a in ("resnet50", "convnext_base")
+                                                  for arm in ("SparK", "supervised")}
+    assert (schedule("resnet50", "resnet50"), schedule("convnext_base", "convnext_base")) == ("1x", "3x")
 
 
 def test_each_value_says_how_many_seeds_it_rests_on(tmp_path):

@@ -20,11 +20,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from eval.detection.config import DetectionConfig
+from eval.detection.recipes import paper_schedule
 from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES, training_stages, validate, workflow_params
 from eval.pipeline.dvc_yaml import render, render_dvcignore
 from eval.pipeline.stage_code import PACKAGES
-from eval.pipeline.params import load_params
+from eval.pipeline.params import branch_config, load_params
 from spark.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,11 +158,19 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
     root = checkout(tmp_path, "mini")  # Snakemake keeps its state in .snakemake/ of the directory it runs in
     text = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "configs/paper.yaml"], root)
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert stats == {"all": "1", "prepare": "1", "pretrain": "7", "finetune": "9", "detection": "6", "motivation": "2",
-                     "report": "1", "total": "27"}
+    assert stats == {"all": "1", "prepare": "1", "pretrain": "8", "finetune": "11", "detection": "6",
+                     "motivation": "3", "report": "1", "total": "31"}
     for arch in ("resnet50", "convnext_base"):
         assert f"runs/paper/pretrain/{arch}/sparse/seed0/encoder.pth" in text
         assert f"runs/paper/detection/{arch}/supervised/seed0/metrics.json" in text  # published weights: no input
+    for variant in ("sparse", "zero_out", "loss_all", "single_scale", "decoder_depth_1", "decoder_depth_3"):
+        assert f"runs/paper/pretrain/convnext_small/{variant}/seed0/encoder.pth" in text  # the ablation model
+        assert f"runs/paper/finetune/all/convnext_small/{variant}/seed0/metrics.json" in text
+    assert "runs/paper/finetune/all/convnext_small/scratch/seed0/metrics.json" in text  # "not pretrained"
+    params = load_params(PRESETS["paper"])
+    schedules = {m: paper_schedule(c.recipe, c.batch_size, c.max_iter, c.steps)
+                 for m in params["detection_models"] for c in [branch_config(params, DetectionConfig, model=m)]}
+    assert schedules == {"resnet50": "1x", "convnext_base": "3x"}
 
 
 def test_dvc_yaml_is_generated_from_the_layout(described):

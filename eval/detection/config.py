@@ -1,24 +1,30 @@
 """The ``detection`` section of params.yaml: Mask R-CNN transfer to a COCO-format dataset.
 
-Defaults are the SparK authors' COCO recipe (Detectron2 0.6, Mask R-CNN R50-FPN, 1x schedule, AdamW with
-layer-wise lr decay 0.6), so the paper preset only names the data; CPU presets override sizes and lengths.
-Plain Python on purpose: params.yaml validates before Detectron2 is imported, or even installed.
+The schedule, optimizer and training sizes come from a per-backbone recipe (:mod:`eval.detection.recipes`: the
+authors' Detectron2 1x for ResNets, their MMDetection 3x for ConvNeXt-B): ``recipe: auto`` takes the one named like
+``arch``, any recipe key written in the section overrides it, so the paper preset only names the data and CPU
+presets shrink a recipe. Plain Python on purpose: params.yaml validates before Detectron2 is imported, or even
+installed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from spark.config import Above, AtLeast, DropPathRate, Range, Section, check_fields, require
+from spark.config import (
+    Above, AtLeast, ConfigError, DropPathRate, OneOf, Range, Section, check_fields, parse_section, require, with_recipe,
+)
 
 from ..supervised import OWN, check_source
+from .recipes import RECIPES
 
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+DEFAULT_ARCH = "resnet50"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DetectionConfig(Section):
     """Dataset, encoder and the Detectron2 recipe; see ``eval/detection/recipe.py`` for where each lands."""
 
@@ -35,28 +41,32 @@ class DetectionConfig(Section):
     mask_format: Literal["polygon", "bitmask"] = "polygon"  # bitmask reads RLE segmentations too
 
     # Encoder: a timm name. "resnet" = Detectron2's own ResNet (the authors' path), "timm" = any timm convnet.
-    arch: str = "resnet50"
+    arch: str = DEFAULT_ARCH
     backbone: Literal["resnet", "timm"] = "resnet"
-    drop_path_rate: DropPathRate = 0.0  # timm backbone only
     # The supervised arm's backbone weights: "own" (this DAG's from-scratch classifier with all labels),
     # "torchvision:<weights>", "timm:<model>.<tag>" or a file; eval/supervised.py says how each is found offline.
     supervised_weights: str = OWN
 
-    # Input: multi-scale training on the short side, ImageNet mean/std in RGB.
-    min_size_train: tuple[int, ...] = tuple(range(480, 897, 32))
-    max_size_train: int = 1333
-    min_size_test: int = 800
-    max_size_test: int = 1333
+    # Where unset recipe keys come from; "auto" in params.yaml is resolved to the one named like arch.
+    recipe: Annotated[str, OneOf(*RECIPES)]
+    # The recipe (eval/detection/recipes.py says what each is): no defaults here.
+    batch_size: Annotated[int, AtLeast(1)]  # total over all processes
+    max_iter: Annotated[int, AtLeast(1)]
+    steps: tuple[int, ...]
+    gamma: Annotated[float, Range(0, 1, "(]")]
+    warmup_iters: Annotated[int, AtLeast(0)]
+    warmup_factor: Annotated[float, Range(0, 1, "(]")]  # the warmup's first lr, as a share of base_lr
+    base_lr: Annotated[float, Above(0)]
+    layer_decay: Annotated[float, Range(0, 1, "(]")]
+    weight_decay: Annotated[float, AtLeast(0)]
+    decay_1d: bool  # weight decay on biases and layer scales too (never on norms)
+    min_size_train: tuple[int, ...]  # multi-scale training: one short side drawn per image, ImageNet mean/std, RGB
+    max_size_train: int
+    crop_prob: Annotated[float, Range(0, 1)]  # share of images cropped DETR's way before the resize
+    drop_path_rate: DropPathRate  # timm backbone only
 
-    # Solver: 1x schedule, AdamW, layer-wise lr decay; batch_size is the total over all processes.
-    batch_size: Annotated[int, AtLeast(1)] = 16
-    max_iter: Annotated[int, AtLeast(1)] = 90_000
-    steps: tuple[int, ...] = (60_000, 80_000)
-    gamma: Annotated[float, Range(0, 1, "(]")] = 0.25
-    base_lr: Annotated[float, Above(0)] = 2.5e-4
-    layer_decay: Annotated[float, Range(0, 1, "(]")] = 0.6
-    weight_decay: Annotated[float, AtLeast(0)] = 1e-4
-    warmup_iters: Annotated[int, AtLeast(0)] = 1000
+    min_size_test: int = 800  # test: one short side, as in both libraries
+    max_size_test: int = 1333
 
     # Heads and test. The 4-conv box head costs per ROI: on a CPU, train on fewer ROIs, test on fewer proposals
     # and detections; a 0 score threshold keeps the AP of short runs defined.
@@ -84,6 +94,14 @@ class DetectionConfig(Section):
                 f"must be in [32, max_size_test], got {self.min_size_test}")
         require(list(self.steps) == sorted(set(self.steps)) and all(0 < s < self.max_iter for s in self.steps),
                 "steps", f"must increase strictly within (0, max_iter), got {list(self.steps)}")
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> DetectionConfig:
+        """The validated ``detection`` section of loaded params, recipe applied."""
+        if cls.SECTION not in params:
+            raise ConfigError(f"params: missing section '{cls.SECTION}'")
+        section = with_recipe(params[cls.SECTION], cls.SECTION, RECIPES, DEFAULT_ARCH)
+        return parse_section({**params, cls.SECTION: section}, cls.SECTION, cls)
 
     def path(self, relative: str) -> Path:
         """A dataset path resolved against ``data_root`` (absolute paths pass through)."""

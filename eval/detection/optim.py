@@ -48,9 +48,11 @@ def layer_id(name: str, stages: Sequence[str], n: int) -> int:
 
 
 def layer_decay_param_groups(
-    model: GeneralizedRCNN, base_lr: float, weight_decay: float, weight_decay_norm: float, decay: float
+    model: GeneralizedRCNN, base_lr: float, weight_decay: float, weight_decay_norm: float, decay: float,
+    decay_1d: bool = True,
 ) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with per-layer lr and norm-specific weight decay (merged where equal)."""
+    """Optimizer parameter groups with per-layer lr and norm-specific weight decay (merged where equal); without
+    ``decay_1d`` no 1-D parameter (bias, layer scale) decays either, as in MMDetection's ConvNeXt recipe."""
     bottom_up = model.backbone.bottom_up
     stages = stage_modules(bottom_up)
     res4 = stages[2] + "."
@@ -61,7 +63,8 @@ def layer_decay_param_groups(
         {
             "params": [param],
             "lr": base_lr * decay ** (n + 1 - layer_id(name, stages, n)),
-            "weight_decay": weight_decay_norm if id(param) in norm_params else weight_decay,
+            "weight_decay": weight_decay_norm if id(param) in norm_params else
+            weight_decay if decay_1d or param.ndim > 1 else 0.0,
         }
         for name, param in model.named_parameters()
         if param.requires_grad
@@ -71,7 +74,6 @@ def layer_decay_param_groups(
 
 def build_optimizer(cfg: CfgNode, model: GeneralizedRCNN) -> torch.optim.AdamW:
     """AdamW over :func:`layer_decay_param_groups`, from ``cfg.SOLVER``."""
-    groups = layer_decay_param_groups(
-        model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.LAYER_DECAY
-    )
+    groups = layer_decay_param_groups(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
+                                      cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.LAYER_DECAY, cfg.SOLVER.DECAY_1D)
     return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

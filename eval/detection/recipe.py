@@ -1,9 +1,10 @@
 """The SparK authors' Detectron2 config, built from a :class:`DetectionConfig`.
 
 Starts from the model zoo's ``COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml`` and applies what the authors
-changed (their ``coco_R_50_FPN_CONV_1x_moco_adamw.yaml``): BN everywhere a norm fits (SyncBN across processes),
+changed (their ``coco_R_50_FPN_CONV_1x_moco_adam.yaml``): BN everywhere a norm fits (SyncBN across processes),
 4conv1fc box head, 4-conv mask head, no frozen stage, torchvision-style ResNet (stride in the 3x3), RGB input
-with ImageNet statistics, AdamW + layer-wise lr decay, precise BN before testing.
+with ImageNet statistics, AdamW + layer-wise lr decay, precise BN before testing. The schedule, optimizer and
+training sizes are the config's recipe (:mod:`eval.detection.recipes`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetMapper
+from detectron2.data import transforms as T
 
 from eval.detection.backbone import build_timm_fpn_backbone
 from eval.detection.config import RESNET_DEPTHS, DetectionConfig
@@ -24,9 +27,26 @@ PIXEL_STD = [58.395, 57.12, 57.375]
 
 
 def add_spark_config(cfg: CfgNode) -> None:
-    """The keys this project adds to Detectron2's config: the timm encoder and the lr decay."""
+    """The keys this project adds to Detectron2's config: the timm encoder, the lr decay, weight decay on 1-D
+    parameters, and DETR's crop as an alternative to the plain resize."""
     cfg.MODEL.TIMM = CfgNode({"ARCH": "resnet50", "NORM": "BN", "DROP_PATH_RATE": 0.0})
     cfg.SOLVER.LAYER_DECAY = 1.0
+    cfg.SOLVER.DECAY_1D = True
+    cfg.INPUT.DETR_CROP = CfgNode({"PROB": 0.0, "RESIZE": (400, 500, 600), "SIZE": (384, 600)})
+
+
+def train_mapper(cfg: CfgNode) -> DatasetMapper:
+    """Detectron2's training mapper, with DETR's crop first for ``INPUT.DETR_CROP.PROB`` of the images (the
+    ConvNeXt recipe's alternative: short side 400/500/600, then a random box of 384-600 px a side, then the
+    multi-scale resize of every image); boxes are then recomputed from the cropped masks."""
+    kwargs = DatasetMapper.from_config(cfg, is_train=True)
+    crop = cfg.INPUT.DETR_CROP
+    if crop.PROB > 0:
+        detr = T.AugmentationList([T.ResizeShortestEdge(crop.RESIZE, cfg.INPUT.MAX_SIZE_TRAIN, "choice"),
+                                   T.RandomCrop("absolute_range", crop.SIZE)])
+        kwargs["augmentations"] = [T.RandomApply(detr, crop.PROB), *kwargs["augmentations"]]
+        kwargs["recompute_boxes"] = cfg.MODEL.MASK_ON
+    return DatasetMapper(**kwargs)
 
 
 def build_cfg(config: DetectionConfig, num_classes: int, output_dir: str | Path, world_size: int = 1) -> CfgNode:
@@ -66,6 +86,7 @@ def build_cfg(config: DetectionConfig, num_classes: int, output_dir: str | Path,
     cfg.INPUT.MIN_SIZE_TRAIN = tuple(config.min_size_train)
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
     cfg.INPUT.MAX_SIZE_TRAIN = config.max_size_train
+    cfg.INPUT.DETR_CROP.PROB = config.crop_prob
     cfg.INPUT.MIN_SIZE_TEST = config.min_size_test
     cfg.INPUT.MAX_SIZE_TEST = config.max_size_test
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_DATASET,), (VAL_DATASET,)
@@ -76,10 +97,12 @@ def build_cfg(config: DetectionConfig, num_classes: int, output_dir: str | Path,
     cfg.SOLVER.LAYER_DECAY = config.layer_decay
     cfg.SOLVER.WEIGHT_DECAY = config.weight_decay
     cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.DECAY_1D = config.decay_1d
     cfg.SOLVER.MAX_ITER = config.max_iter
     cfg.SOLVER.STEPS = tuple(config.steps)
     cfg.SOLVER.GAMMA = config.gamma
     cfg.SOLVER.WARMUP_ITERS = config.warmup_iters
+    cfg.SOLVER.WARMUP_FACTOR = config.warmup_factor
     cfg.SOLVER.CHECKPOINT_PERIOD = config.checkpoint_period
     cfg.TEST.EVAL_PERIOD = config.eval_period
     cfg.TEST.PRECISE_BN.ENABLED = config.precise_bn_iters > 0

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import COCOEvaluator
@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from eval.detection.config import DetectionConfig
 from eval.detection.convert import load_encoder
 from eval.detection.optim import build_optimizer
-from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg
+from eval.detection.recipe import TRAIN_DATASET, VAL_DATASET, build_cfg, train_mapper
 from eval.detection.writer import DvcLiveWriter
 from eval.arms import SCRATCH
 from spark.config import ConfigError
@@ -57,11 +57,16 @@ def build_evaluator(dataset_name: str, output_dir: str | Path) -> COCOEvaluator:
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` with AdamW + layer-wise lr decay, COCO evaluation, and JSON/dvclive writers."""
+    """``DefaultTrainer`` with AdamW + layer-wise lr decay, the recipe's training augmentations, COCO evaluation,
+    and JSON/dvclive writers."""
 
     @classmethod
     def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=train_mapper(cfg))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str) -> COCOEvaluator:

@@ -1,19 +1,20 @@
 """The ``finetune`` section of params.yaml: which encoder to fine-tune on which ImageFolder, and how.
 
-The recipe keys (batch, epochs, optimizer, lr, layer decay, weight decay, mixup, drop-path, EMA) come from a
-per-model recipe (:mod:`eval.finetune.recipes`): ``recipe: auto`` takes the one named like ``arch``; any recipe
-key written in the section overrides it. Everything is checked when the section is parsed, before any image is
+The recipe keys (batch, epochs, optimizer, lr, layer decay, weight decay, mixup, repeated augmentation,
+drop-path, EMA) come from a per-model recipe (:mod:`eval.finetune.recipes`): ``recipe: auto`` takes the one named
+like ``arch``; any recipe key written in the section overrides it. Everything is checked when the section is parsed, before any image is
 read, with one line naming the key.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import timm
 
-from spark.config import AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require
+from spark.config import (
+    AUTO, AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require, with_recipe,
+)
 from spark.engine import CompileSetting, TrainingConfig
 
 from ..supervised import OWN, check_source
@@ -21,7 +22,6 @@ from .data import IMAGENET_CROP_SCALE, train_transform
 from .layer_decay import supports_layer_decay
 from .recipes import RECIPES, OptimizerName
 
-AUTO = "auto"
 DEFAULT_ARCH = "resnet50"
 
 
@@ -48,6 +48,7 @@ class FinetuneConfig(TrainingConfig):
     optimizer: OptimizerName
     layer_decay: Annotated[float, Range(0, 1, "(]")]  # lr scale per layer: layer_decay ** (layers above it); 1 disables
     mixup: Annotated[float, AtLeast(0)]  # Mixup alpha; 0 turns Mixup and CutMix off (targets are still label-smoothed)
+    aug_repeats: Annotated[int, AtLeast(0)]  # repeated augmentation: each image this often per epoch (0: once)
     drop_path_rate: DropPathRate
     ema_decay: Annotated[float, Range(0, 1, "[)")]
 
@@ -88,7 +89,8 @@ class FinetuneConfig(TrainingConfig):
         """The validated ``finetune`` section of loaded params, recipe applied."""
         if cls.SECTION not in params:
             raise ConfigError(f"params: missing section '{cls.SECTION}'")
-        return parse_section({**params, cls.SECTION: with_recipe(params[cls.SECTION])}, cls.SECTION, cls)
+        section = with_recipe(params[cls.SECTION], cls.SECTION, RECIPES, DEFAULT_ARCH)
+        return parse_section({**params, cls.SECTION: section}, cls.SECTION, cls)
 
     @property
     def loss_name(self) -> Literal["bce", "ce"]:
@@ -102,20 +104,3 @@ class FinetuneConfig(TrainingConfig):
         if self.global_batch % (2 * world_size):
             raise ConfigError(f"params: {self.SECTION}.global_batch: {self.global_batch} does not split into an even "
                               f"batch per process over {world_size} process(es)")
-
-
-def with_recipe(section: Any) -> Any:
-    """``section`` merged over its recipe, ``recipe`` resolved to the recipe's name (non-mappings pass through
-    for :meth:`FinetuneConfig.parse` to reject)."""
-    if not isinstance(section, dict):
-        return section
-    name = section.get("recipe", AUTO)
-    if name == AUTO:
-        arch = section.get("arch", DEFAULT_ARCH)
-        if arch not in RECIPES:
-            raise ConfigError(f"params: finetune.recipe: no recipe is named like arch {arch!r}; name one of "
-                              f"{', '.join(RECIPES)}")
-        name = arch
-    if name not in RECIPES:
-        raise ConfigError(f"params: finetune.recipe: must be 'auto' or one of {', '.join(RECIPES)}, got {name!r}")
-    return {**dataclasses.asdict(RECIPES[name]), **section, "recipe": name}

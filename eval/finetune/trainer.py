@@ -91,7 +91,7 @@ class Finetuner(EpochTrainer):
         self.wrap(model)
         batch = config.global_batch // env.world_size
         self.loader = train_loader(train_set, batch_size=batch, env=env, seed=config.seed,
-                                   num_workers=config.num_workers)
+                                   num_workers=config.num_workers, repeats=config.aug_repeats)
         self.val_loader = eval_loader(val_set, batch_size=2 * batch, env=env, num_workers=config.num_workers)
 
     def changed_keys(self, state: dict[str, Any]) -> list[str]:

@@ -56,11 +56,19 @@ def set_deterministic(enabled: bool) -> None:
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)``: this rank's share of a shuffled epoch, with a seed per sample."""
+    """Yields ``(index, sample_seed)``: this rank's share of a shuffled epoch, with a seed per sample.
 
-    def __init__(self, num_samples: int, env: DistEnv, seed: int, shuffle: bool = True) -> None:
+    With ``repeats`` > 1 (repeated augmentation, DeiT's sampler as timm ships it) the shuffled epoch lists each
+    image ``repeats`` times in a row, the ranks take every ``world_size``-th entry, so the copies of an image
+    land on different ranks, and each copy draws its own augmentation. An epoch stays one dataset's length:
+    each rank keeps ``len(dataset) // world_size`` entries, like the plain order. Not timm's sampler itself: it
+    shuffles by the epoch alone (every seed would see one order) and cannot seed each copy.
+    """
+
+    def __init__(self, num_samples: int, env: DistEnv, seed: int, shuffle: bool = True, repeats: int = 1) -> None:
         self.seed = seed
         self.epoch = 0
+        self.repeats = repeats
         self.order = DistributedSampler(range(num_samples), num_replicas=env.world_size, rank=env.rank,
                                         shuffle=shuffle, seed=seed, drop_last=True)
 
@@ -69,8 +77,17 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.order.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.order:
-            yield index, derive_seed(self.seed, self.epoch, index)
+        if self.repeats <= 1:
+            for index in self.order:
+                yield index, derive_seed(self.seed, self.epoch, index)
+            return
+        order = self.order  # the plain order's permutation (seed + epoch), rank and length, with copies
+        n = len(order.dataset)
+        images = torch.randperm(n, generator=torch.Generator().manual_seed(order.seed + self.epoch)) \
+            if order.shuffle else torch.arange(n)
+        copies = torch.repeat_interleave(images, self.repeats).tolist()
+        for position in range(order.rank, len(copies), order.num_replicas)[:len(order)]:
+            yield copies[position], derive_seed(self.seed, self.epoch, copies[position], position % self.repeats)
 
     def __len__(self) -> int:
         return len(self.order)
@@ -92,10 +109,11 @@ class SeededDataset(Dataset):
 
 
 def train_loader(dataset: Dataset, *, batch_size: int, env: DistEnv, seed: int, num_workers: int,
-                 collate_fn: Callable[[list], Any] | None = None) -> DataLoader:
+                 collate_fn: Callable[[list], Any] | None = None, repeats: int = 1) -> DataLoader:
     """Shuffled, per-rank ``batch_size`` batches (incomplete ones dropped) from worker processes that persist
-    across epochs. Call :func:`set_epoch` before each epoch."""
-    sampler = SeededSampler(len(dataset), env, seed)
+    across epochs; ``repeats`` > 1 is repeated augmentation (:class:`SeededSampler`). Call :func:`set_epoch`
+    before each epoch."""
+    sampler = SeededSampler(len(dataset), env, seed, repeats=repeats)
     # Its own generator: creating an iterator must not draw from the global RNG, which would shift every later
     # draw depending on whether workers persist.
     return DataLoader(
