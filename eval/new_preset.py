@@ -126,10 +126,10 @@ def supervised_arm(arch: str, requested: str | None) -> tuple[str | None, str]:
     return source, f"supervised arm: {source}"
 
 
-def write_preset(out: Path, name: str, arch: str, inspection: Inspection, unlabelled: Path, labelled: Path,
+def preset_text(out: Path, name: str, arch: str, inspection: Inspection, unlabelled: Path, labelled: Path,
                  coco: Path | None, supervised: tuple[str | None, str], ablation: bool, scale: str,
                  budget_hours: float, epochs: dict[str, int]) -> str:
-    """The preset's text (every key a run reads, commented), written to ``out``."""
+    """The preset's text: every key a run reads, commented; ``out`` is where the commands it prints read it."""
     folders, size = inspection.folders, (64 if scale == "smoke" else input_size(inspection.median_side))
     source, why = supervised
     root = f"data/{name}"
@@ -225,9 +225,8 @@ motivation:                       # zero-outing vs sparse encoding, measured on 
   batch: {8 if smoke else 32}
   bn_layers: {2 if smoke else 3}
   bootstrap: {200 if smoke else 1000}
-{_detection(coco, size, smoke) if coco else ''}
+{_detection(coco, arch, size, smoke) if coco else ''}
 {_resources(smoke, budget_hours)}"""
-    write_text(out, lines)
     return lines
 
 
@@ -266,10 +265,11 @@ def _batch(images: int, largest: int) -> int:
     return batch
 
 
-def _detection(coco: Path, size: int, smoke: bool) -> str:
+def _detection(coco: Path, arch: str, size: int, smoke: bool) -> str:
     train = coco2017_split(coco, "train")
     return f"""
 detection:                        # Mask R-CNN on your COCO-format data
+  recipe: {"convnext_base" if arch.startswith("convnext") else "resnet50"}             # the authors' COCO recipe; the keys below override it
   data_root: {coco.resolve()}
   train_json: {train.annotations.relative_to(coco)}
   train_images: {train.images.name}
@@ -305,14 +305,13 @@ def new_preset(unlabelled: Path, labelled: Path, out: Path, *, coco: Path | None
     arm = supervised_arm(arch, supervised)
     name = out.stem
     args = (out, name, arch, inspection, unlabelled, labelled, coco, arm, ablation, scale, budget_hours)
-    write_preset(*args, epochs={"pretrain": 1, "finetune": 1})
-    params = yaml.safe_load(out.read_text())
-    validate(params)
+    text = preset_text(*args, epochs={"pretrain": 1, "finetune": 1})
+    validate(yaml.safe_load(text))
     if scale == "run":
-        epochs = budget_epochs(budget_hours, *_epoch_hours(params))
-        write_preset(*args, epochs=epochs)
-        params = yaml.safe_load(out.read_text())
-        validate(params)
+        text = preset_text(*args, epochs=budget_epochs(budget_hours, *_epoch_hours(yaml.safe_load(text))))
+    params = yaml.safe_load(text)
+    validate(params)  # written only once the DAG accepts it
+    write_text(out, text)
     return params
 
 

@@ -252,11 +252,11 @@ def test_your_folders_run_end_to_end_under_both_engines_with_three_arms(tmp_path
 
     sources = load_sources(find_fashion_mnist(DataConfig().fashion_mnist))
     mini = tmp_path / "mini-in"
-    build_mini_in(mini, MiniInConfig(image_size=32, classes=3, train_per_class=16, val_per_class=8,
+    build_mini_in(mini, MiniInConfig(image_size=32, classes=3, train_per_class=10, val_per_class=8,
                                      unlabeled_per_class=6), sources, seed=0, workers=2)
     supervised = tmp_path / "supervised"
     finetune(FinetuneConfig.parse({"finetune": {
-        "data": str(mini), "arch": "resnet18", "recipe": "resnet50", "input_size": 64, "global_batch": 16,
+        "data": str(mini), "arch": "resnet18", "recipe": "resnet50", "input_size": 32, "global_batch": 10,
         "epochs": 1, "warmup_epochs": 0, "base_lr": 0.128, "mixup": 0.0, "erase_prob": 0.0, "drop_path_rate": 0.0,
         "ema_decay": 0.9, "num_workers": 0}}), supervised)
     weights = supervised / "encoder.pth"
@@ -306,6 +306,7 @@ def test_your_folders_run_end_to_end_under_both_engines_with_three_arms(tmp_path
         arms["difference"].tolist()  # the adopted arms, read again by DVC's report
 
 
+@pytest.mark.slow
 def test_a_run_scale_preset_takes_its_epochs_from_the_budget_timed_here(tmp_path, monkeypatch):
     """At run scale the epochs come from training steps timed on this machine: a budget far beyond these few
     images reaches the paper's schedules; three seeds pair the arms; the preset validates as the DAG reads it."""
@@ -318,3 +319,23 @@ def test_a_run_scale_preset_takes_its_epochs_from_the_budget_timed_here(tmp_path
     assert (preset["pretrain"]["epochs"], preset["finetune"]["epochs"]) == (1600, 300)
     assert preset["seeds"] == [0, 1, 2] and preset["pretrain"]["input_size"] == 64  # 32-px images: the smallest
     assert preset["resources"]["pretrain"]["runtime"] == 1000 * 60
+
+
+def test_coco_data_adds_mask_rcnn_with_its_three_arms(tmp_path):
+    coco = tmp_path / "coco"
+    for split in ("train", "val"):
+        (coco / f"{split}2017").mkdir(parents=True)
+        (coco / "annotations").mkdir(exist_ok=True)
+        (coco / f"annotations/instances_{split}2017.json").write_text('{"images": [], "annotations": [], '
+                                                                      '"categories": []}')
+    out = tmp_path / "mine.yaml"
+    assert eval.cli.main(["new-preset", "--unlabelled", str(unlabelled_set(tmp_path / "u")), "--labelled",
+                          str(labelled_set(tmp_path / "l")), "--coco", str(coco), "--out", str(out), "--arch",
+                          "resnet18", "--supervised", "none", "--scale", "smoke"]) == 0
+    preset = yaml.safe_load(out.read_text())
+    assert preset["detection_models"] == ["resnet18"] and preset["data"]["detection"] == "coco"
+    assert preset["data"]["coco"]["root"] == str(coco.resolve())
+    (coco / "annotations/instances_val2017.json").unlink()
+    assert eval.cli.main(["new-preset", "--unlabelled", str(tmp_path / "u"), "--labelled", str(tmp_path / "l"),
+                          "--coco", str(coco), "--out", str(tmp_path / "other.yaml")]) == EXIT_BAD_INPUT
+    assert not (tmp_path / "other.yaml").exists()
