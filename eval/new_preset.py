@@ -267,9 +267,10 @@ def _batch(images: int, largest: int) -> int:
 
 def _detection(coco: Path, arch: str, size: int, smoke: bool) -> str:
     train = coco2017_split(coco, "train")
+    recipe = "convnext_base" if arch.startswith("convnext") else "resnet50"
     return f"""
 detection:                        # Mask R-CNN on your COCO-format data
-  recipe: {"convnext_base" if arch.startswith("convnext") else "resnet50"}             # the authors' COCO recipe; the keys below override it
+  recipe: {recipe}                # the authors' COCO recipe; the keys below override it
   data_root: {coco.resolve()}
   train_json: {train.annotations.relative_to(coco)}
   train_images: {train.images.name}

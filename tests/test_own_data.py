@@ -240,7 +240,8 @@ def test_the_claims_compare_spark_with_scratch_and_with_supervised_weights_on_yo
 def test_your_folders_run_end_to_end_under_both_engines_with_three_arms(tmp_path, isolated_run):
     """An odd folder tree and a small labelled set, made into a preset by `spark new-preset`, run as a DAG:
     Snakemake runs it and DVC adopts it (every stage, the three fine-tuning arms included); a changed parameter
-    reruns under `dvc repro` exactly its stage and the report. The report compares SparK with scratch and with supervised weights on these labels.
+    reruns under `dvc repro` exactly its stage and the report. The report compares SparK with scratch and with
+    supervised weights on these labels.
 
     The supervised arm needs real supervised weights without a network: a classifier trained here, from scratch
     with labels, on mini-in's train split (the project's own generated labelled data standing in for ImageNet).

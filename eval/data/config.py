@@ -2,8 +2,9 @@
 own folders).
 
 ``classification`` and ``detection`` pick the source of each task independently, so a user with ImageNet but not
-COCO can still run the whole DAG, and one with no detection data none (``detection: none``). Generation knobs that change the images (object scales, tints) are not here but
-in the generator, versioned by :data:`eval.data.build.GENERATOR_VERSION`.
+COCO can still run the whole DAG (and one with no detection data, ``detection: none``, every stage but Mask R-CNN).
+Generation knobs that change the images (object scales, tints) are not here but in the generator, versioned by
+:data:`eval.data.build.GENERATOR_VERSION`.
 """
 from __future__ import annotations
 
