@@ -59,12 +59,17 @@ def layer_decay_param_groups(
     res4_blocks = 1 + max(block_index(k[len(res4):]) for k, _ in bottom_up.named_parameters() if k.startswith(res4))
     n = num_layers(res4_blocks)
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+
+    def decay_of(param: nn.Parameter) -> float:
+        if id(param) in norm_params:
+            return weight_decay_norm
+        return weight_decay if decay_1d or param.ndim > 1 else 0.0
+
     groups = [
         {
             "params": [param],
             "lr": base_lr * decay ** (n + 1 - layer_id(name, stages, n)),
-            "weight_decay": weight_decay_norm if id(param) in norm_params else
-            weight_decay if decay_1d or param.ndim > 1 else 0.0,
+            "weight_decay": decay_of(param),
         }
         for name, param in model.named_parameters()
         if param.requires_grad
