@@ -1,5 +1,5 @@
 """The ``spark`` command (``python -m eval.cli``, also under torchrun): a subcommand per stage of the DAG
-(:mod:`eval.pipeline.stages`), plus ``estimate`` and ``visualize``.
+(:mod:`eval.pipeline.stages`), plus ``estimate``, ``new-preset`` and ``visualize``.
 
     spark prepare   --params params.yaml [key.path=value ...]                  # build or check the datasets
     spark pretrain  --params params.yaml --out RUN_DIR [--model M] [--variant V] [--init-from W] [key.path=value ...]
@@ -7,6 +7,7 @@
     spark detection --params params.yaml --out RUN_DIR --init {scratch|W} [--model M] [key.path=value ...]
     spark report    --params params.yaml [--out results/PRESET]
     spark estimate  --params configs/paper.yaml [--batch N] [--json PATH] [key.path=value ...]  # device-hours
+    spark new-preset --unlabelled DIR --labelled DIR [--coco DIR] --out configs/mine.yaml  # your own images
     spark visualize runs/.../checkpoint.pth a.jpg b.jpg --out fig.png
 
 Every job of the pipeline is one of these commands. A command reads the params file once; a training stage
@@ -82,7 +83,7 @@ def _training_job(stage: Stage, args: argparse.Namespace, argv: list[str]) -> Jo
     if getattr(args, "init", None) == SUPERVISED:
         if args.model is None:
             raise ConfigError(f"--init {SUPERVISED}: name the model (--model), whose supervised weights it reads")
-        args.init = str(supervised_start(params, args.model))
+        args.init = str(supervised_start(params, stage.name, args.model))
     from spark.engine import require_gpus
 
     require_gpus(f"resources.{stage.name}.gpus", resources.gpus)
@@ -149,6 +150,18 @@ def _estimate(args: argparse.Namespace, argv: list[str]) -> None:
     print(f"wrote {path}")
 
 
+def _new_preset(args: argparse.Namespace, argv: list[str]) -> None:
+    from eval.new_preset import new_preset
+
+    if args.budget_hours <= 0:
+        raise ConfigError(f"--budget-hours: must be > 0, got {args.budget_hours}")
+    new_preset(args.unlabelled, args.labelled, args.out, coco=args.coco, arch=args.arch,
+               budget_hours=args.budget_hours, supervised=args.supervised, ablation=args.ablation, scale=args.scale)
+    print(f"wrote {args.out}; run it with either engine:\n"
+          f"  snakemake --cores all --configfile {args.out}\n"
+          f"  cp {args.out} params.yaml && dvc repro")
+
+
 def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
     from spark.engine.records import setup_logging
     from spark.pretrain.data import load_images
@@ -175,6 +188,26 @@ def parser() -> argparse.ArgumentParser:
                                "SLURM resubmissions)")
     _overrides_argument(estimate, "pretrain.epochs=800")
     estimate.set_defaults(run=_estimate)
+
+    preset = commands.add_parser("new-preset", help="a complete, commented preset for your own image folders")
+    preset.add_argument("--unlabelled", type=Path, required=True,
+                        help="unlabelled images for pretraining, at any depth (other files are ignored)")
+    preset.add_argument("--labelled", type=Path, required=True,
+                        help="ImageFolder: <class>/<image>, or train/<class>/... and val/<class>/...")
+    preset.add_argument("--coco", type=Path, help="COCO-format detection data (annotations/instances_{train,val}2017"
+                                                  ".json, train2017/, val2017/): adds Mask R-CNN")
+    preset.add_argument("--out", type=Path, required=True, help="the preset to write, e.g. configs/mine.yaml")
+    preset.add_argument("--arch", default="resnet50", help="a timm ResNet or ConvNeXt (default: resnet50)")
+    preset.add_argument("--budget-hours", type=float, default=24.0,
+                        help="device-hours on this machine the run may take; sets the epochs (default: 24)")
+    preset.add_argument("--supervised", help="the supervised arm's weights: torchvision:<weights>, "
+                                             "timm:<model>.<tag>, a file, or none (default: the model's published "
+                                             "ImageNet weights if they are in the local cache)")
+    preset.add_argument("--ablation", action="store_true", help="also pretrain and fine-tune SparK's zero-outing "
+                                                                "ablation")
+    preset.add_argument("--scale", choices=("run", "smoke"), default="run",
+                        help="smoke: every stage at toy size (one seed, one epoch) to check folders and DAG first")
+    preset.set_defaults(run=_new_preset)
 
     vis = commands.add_parser("visualize", help="reconstruction figure (input | masked | reconstruction | pasted)")
     vis.add_argument("checkpoint", type=Path, help="a checkpoint with decoder (our checkpoint.pth or the authors')")

@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from eval.data.config import FASHION_MNIST_CLASSES, DataConfig
-from eval.data.paths import classification_data, detection_data
+from eval.data.own import scan_folders
+from eval.data.paths import NO_DETECTION, classification_data, detection_data
 from eval.detection.config import DetectionConfig
 from eval.finetune.config import FinetuneConfig
 from eval.pipeline.params import branch_config
@@ -104,6 +105,10 @@ def data_sizes(params: dict[str, Any]) -> DataSizes:
         labelled = mini.classes * mini.train_per_class
         pretrain, classes = mini.classes * mini.unlabeled_per_class or labelled, mini.classes
         classification = f"mini-in: {pretrain:,} pretraining, {labelled:,} labelled images (data.mini_in)"
+    elif data.classification == "own":
+        pretrain, labelled, classes = own_sizes(data)
+        classification = (f"your folders: {pretrain:,} pretraining, {labelled:,} labelled training images, "
+                          f"{classes} classes")
     else:
         labelled, classification = _prepared(classification_data(data).manifest, ("train",),
                                               IMAGENET_TRAIN_IMAGES, "ImageNet-1K train")
@@ -111,11 +116,24 @@ def data_sizes(params: dict[str, Any]) -> DataSizes:
     if data.detection == "mini-coco":
         detection, detection_classes = data.mini_coco.train_images, FASHION_MNIST_CLASSES
         detection_source = f"mini-coco: {detection:,} training images (data.mini_coco)"
+    elif data.detection == NO_DETECTION:
+        detection, detection_classes, detection_source = 0, 0, "no detection data (data.detection: none)"
     else:
         detection, detection_source = _prepared(detection_data(data).manifest, ("train", "images"),
                                                 COCO_TRAIN_IMAGES, "COCO train2017")
         detection_classes = COCO_CLASSES
     return DataSizes(pretrain, labelled, classes, detection, detection_classes, (classification, detection_source))
+
+
+def own_sizes(data: DataConfig) -> tuple[int, int, int]:
+    """Unlabelled images, labelled training images and classes of your own folders: as prepared (readable images,
+    after the split), else as listed."""
+    manifest = classification_data(data).manifest
+    if manifest.is_file():
+        layout = json.loads(manifest.read_text())["layout"]
+        return layout["unlabelled"], layout["train"], len(layout["classes"])
+    folders = scan_folders(data.own)
+    return len(folders.unlabelled), folders.training_images(data.own.val_fraction), len(folders.classes)
 
 
 def _prepared(manifest: Path, keys: tuple[str, ...], known: int, name: str) -> tuple[int, str]:

@@ -62,6 +62,8 @@ CLAIM_EVIDENCE = {
     "classification": "ImageNet top-1 R50: SparK 80.6 vs 79.8 supervised from scratch (+0.8) [spark-readme, "
                       "spark-paper-text]; SparK 84.1 vs 83.1 not pretrained (+1.0) [spark-ablation-crop]",
     "low-label": "— (no low-label experiment in the paper)",
+    "classification supervised": "— (no such classification experiment; the paper's transfer from supervised ImageNet "
+                                 "weights is COCO detection: SparK +2.7 AP^bb, R50-FPN 1x [dreamteacher])",
     "detection bbox": "COCO R50-FPN 1x AP^bb: SparK 41.6 vs supervised ImageNet 38.9 (+2.7) [dreamteacher]; "
                       "ConvNeXt-B 3x: SparK 51.2 vs supervised 47.7 (+3.5) [spark-paper-image]",
     "detection segm": "COCO R50-FPN 1x AP^mk: SparK 37.7 vs supervised ImageNet 35.4 (+2.3) [dreamteacher]; "

@@ -32,7 +32,7 @@ from .tables import (
 
 
 DATASETS = {"imagenet": "ImageNet-1K", "mini-in": "mini-in (the ImageNet stand-in)", "coco": "COCO 2017",
-            "mini-coco": "mini-coco (the COCO stand-in)"}
+            "mini-coco": "mini-coco (the COCO stand-in)", "own": "your labelled images"}
 
 
 def write_table(table: pd.DataFrame, stem: Path, title: str, shown: pd.DataFrame | None = None) -> str:
@@ -122,15 +122,15 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
     weights, schedules = detection_recipes(params)
     claims = pd.concat([claims_table(params, runs, archs, schedules), motivation_claims(runs["motivation"])],
                        ignore_index=True)
-    sections = [
-        (f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
-         imagenet_table(runs["finetune"], archs),
-         "top-1 and top-5 (mean ± std over seeds) per model, label regime and init, beside the paper's top-1."),
-        (f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
-         coco_table(runs["detection"], archs, weights, schedules),
-         "box and mask AP (mean ± std over seeds) per model and init (scratch, supervised, SparK), beside the "
-         "paper's AP where the run follows the paper's schedule."),
-    ]
+    sections = [(f"Table 1: fine-tuning on {DATASETS[data.classification]}", "imagenet",
+                 imagenet_table(runs["finetune"], archs),
+                 "top-1 and top-5 (mean ± std over seeds) per model, label regime and init, beside the paper's "
+                 "top-1.")]
+    if runs["detection"]:
+        sections.append((f"Table 2: Mask R-CNN on {DATASETS[data.detection]}", "coco",
+                         coco_table(runs["detection"], archs, weights, schedules),
+                         "box and mask AP (mean ± std over seeds) per model and init (scratch, supervised, SparK), "
+                         "beside the paper's AP where the run follows the paper's schedule."))
     for model in params["ablation_models"]:
         for regime in ablation_regimes(params):
             table = ablation_table(runs["pretrain"], runs["finetune"], model, archs[model], list(params["ablations"]),
@@ -141,7 +141,11 @@ def report(params: dict, out: Path, root: Path = Path(".")) -> Path:
                                     "paper's difference."))
 
     lines = [f"# SparK reproduction: results of the `{params['preset']}` preset", ""]
-    if data.classification != "imagenet" or data.detection != "coco":
+    if data.classification == "own":
+        lines += [f"Runs on your own images (pretraining: {data.own.unlabelled}; labels: {data.own.labelled}): the "
+                  "claims below answer whether SparK pretraining on them beats training from scratch and, where a "
+                  "supervised arm ran, the supervised weights; the paper columns are for orientation only.", ""]
+    elif data.classification != "imagenet" or data.detection != "coco":
         lines += ["These are small-scale runs on the generated mini benchmark (see DATA.md), not ImageNet/COCO: the "
                   "paper columns are for orientation, not comparison.", ""]
     figures.claims_forest(claims, out / "claims_forest.png")

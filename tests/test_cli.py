@@ -41,7 +41,7 @@ def test_spark_lists_every_stage(capsys):
     listed = capsys.readouterr().out
     assert all(name in listed for name in [*STAGE_ARGS, "visualize"])
     commands = next(action for action in parser()._actions if action.dest == "command").choices
-    assert set(commands) == {*STAGE_ARGS, "visualize"}
+    assert set(commands) == {*STAGE_ARGS, "visualize", "new-preset"}
 
 
 @pytest.mark.parametrize("stage", STAGE_ARGS)

@@ -70,7 +70,7 @@ def test_bad_sources_fail_with_one_line(tmp_path):
 
 def test_own_is_the_dags_from_scratch_classifier_with_all_labels():
     params = load_params(REPO / "params.yaml")
-    assert str(supervised_start(params, "resnet18")) == "runs/mini/finetune/all/resnet18/scratch/seed0/encoder.pth"
+    assert str(supervised_start(params, "detection", "resnet18")) == "runs/mini/finetune/all/resnet18/scratch/seed0/encoder.pth"
     check_published_weights(params)  # nothing published: nothing to check
 
 

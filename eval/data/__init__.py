@@ -1,4 +1,5 @@
-"""Data for every stage: the embedded mini benchmark (mini-in, mini-coco) and checks of user ImageNet/COCO.
+"""Data for every stage: the embedded mini benchmark (mini-in, mini-coco), checks of user ImageNet/COCO, and your own
+folders (:mod:`eval.data.own`).
 
 ``spark prepare`` (:func:`eval.data.prepare.prepare`) is the stage; later stages locate what it prepared with
 :func:`classification_data` and :func:`detection_data`.

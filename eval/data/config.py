@@ -1,8 +1,10 @@
-"""The ``data`` section of params.yaml: what ``prepare`` builds (the mini benchmark) or checks (ImageNet, COCO).
+"""The ``data`` section of params.yaml: what ``prepare`` builds (the mini benchmark) or checks (ImageNet, COCO, your
+own folders).
 
 ``classification`` and ``detection`` pick the source of each task independently, so a user with ImageNet but not
-COCO can still run the whole DAG. Generation knobs that change the images (object scales, tints) are not here but
-in the generator, versioned by :data:`eval.data.build.GENERATOR_VERSION`.
+COCO can still run the whole DAG (and one with no detection data, ``detection: none``, every stage but Mask R-CNN).
+Generation knobs that change the images (object scales, tints) are not here but in the generator, versioned by
+:data:`eval.data.build.GENERATOR_VERSION`.
 """
 from __future__ import annotations
 
@@ -64,6 +66,20 @@ class CocoConfig(Checked):
 
 
 @dataclass
+class OwnConfig(Checked):
+    """Your own folders (``spark new-preset`` writes this): ``unlabelled`` images in any nesting, other files beside
+    them ignored, for pretraining; ``labelled`` in ImageFolder layout, ``<class>/<image>`` (split here into train
+    and val, stratified, by ``seed``) or already split as ``train/<class>/...`` and ``val/<class>/...``. ``prepare``
+    decodes every image and lists each unreadable one; ``bad_images`` then says whether the run leaves them out
+    (counted in the manifest) or stops."""
+
+    unlabelled: str = ""
+    labelled: str = ""
+    val_fraction: Annotated[float, Range(0, 1, "()")] = 0.2  # of each class, when labelled/ is not split already
+    bad_images: Literal["skip", "stop"] = "stop"
+
+
+@dataclass
 class DataConfig(Section):
     """Where data lives and how it is made. ``workers`` changes speed only, never the bytes written."""
 
@@ -72,11 +88,18 @@ class DataConfig(Section):
     root: str = "data"
     seed: Annotated[int, AtLeast(0)] = 0
     workers: Annotated[int, AtLeast(1)] = 2
-    classification: Literal["mini-in", "imagenet"] = "mini-in"
-    detection: Literal["mini-coco", "coco"] = "mini-coco"
+    classification: Literal["mini-in", "imagenet", "own"] = "mini-in"
+    detection: Literal["mini-coco", "coco", "none"] = "mini-coco"  # none: no detection data (no detection_models)
     fashion_mnist: str = "/usr/share/datasets/fashion-mnist"
     allow_download: bool = False
     mini_in: MiniInConfig = field(default_factory=MiniInConfig)
     mini_coco: MiniCocoConfig = field(default_factory=MiniCocoConfig)
     imagenet: ImageNetConfig = field(default_factory=ImageNetConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)
+    own: OwnConfig = field(default_factory=OwnConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for key in ("unlabelled", "labelled"):
+            require(self.classification != "own" or bool(getattr(self.own, key)), f"own.{key}",
+                    "must name a folder when classification is 'own'")

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from eval.data.build import save_png
 from eval.data.coco_format import coco_index
 from eval.data.validate import images_in
+from spark.images import read_rgb
 
 _LABEL_WIDTH = 96
 _PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -26,8 +27,7 @@ def image_folder_sheet(split_dir: str | Path, out: str | Path, *, rows: int = 10
     for row, class_dir in enumerate(classes):
         draw.text((4, row * tile + tile // 2), class_dir.name, fill="black", font=font, anchor="lm")
         for col, path in enumerate(images_in(class_dir)[:per_row]):
-            with Image.open(path) as image:
-                sheet.paste(ImageOps.fit(image.convert("RGB"), (tile, tile)), (_LABEL_WIDTH + col * tile, row * tile))
+            sheet.paste(ImageOps.fit(read_rgb(path), (tile, tile)), (_LABEL_WIDTH + col * tile, row * tile))
     save_png(np.asarray(sheet), Path(out))
 
 

@@ -1,8 +1,10 @@
-"""The ``prepare`` stage: build the mini benchmark, or check a user's ImageNet/COCO, and write manifests.
+"""The ``prepare`` stage: build the mini benchmark, or check a user's ImageNet/COCO or own folders, and write
+manifests.
 
     spark prepare --params params.yaml [data.seed=1 data.workers=4 ...]
 
-User-supplied datasets are read in place; only their manifest and contact sheet go under ``data.root``.
+User-supplied datasets are read in place; only their manifest and contact sheet (and, for your own folders, the
+views of :mod:`eval.data.own`) go under ``data.root``.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from eval.data.contact_sheet import coco_sheet, image_folder_sheet
 from eval.data.manifest import external_manifest
 from eval.data.mini_coco import build_mini_coco
 from eval.data.mini_in import build_mini_in
-from eval.data.paths import CONTACT_SHEET_NAME, classification_data, detection_data
+from eval.data.own import build_own
+from eval.data.paths import CONTACT_SHEET_NAME, NO_DETECTION, classification_data, detection_data
 from eval.data.sources import find_fashion_mnist, load_sources
 from eval.data.validate import validate_coco, validate_image_folder
 from spark.io import write_json
@@ -25,8 +28,12 @@ def prepare(cfg: DataConfig) -> list[Path]:
     root = Path(cfg.root)
     if cfg.classification == "imagenet":  # user data first: its problems show up before minutes of generating
         _register_imagenet(cfg)
+    if cfg.classification == "own":
+        build_own(root / "own", cfg.own, seed=cfg.seed, workers=cfg.workers)
     if cfg.detection == "coco":
         _register_coco(cfg)
+    if cfg.detection == NO_DETECTION:
+        write_json(detection_data(cfg).manifest, {"dataset": NO_DETECTION})
     if cfg.classification == "mini-in" or cfg.detection == "mini-coco":
         download_to = root / "downloads" if cfg.allow_download else None
         sources = load_sources(find_fashion_mnist(cfg.fashion_mnist, download_to))

@@ -17,6 +17,7 @@ from spark.config import (
 )
 from spark.engine import CompileSetting, TrainingConfig
 
+from ..supervised import OWN, check_source
 from .data import IMAGENET_CROP_SCALE, train_transform
 from .layer_decay import supports_layer_decay
 from .recipes import RECIPES, OptimizerName
@@ -29,12 +30,17 @@ class FinetuneConfig(TrainingConfig):
     """One fine-tuning run: the classifier, the data, and a recipe (see :class:`spark.engine.TrainingConfig`)."""
 
     SECTION: ClassVar[str] = "finetune"
+    # The supervised arm's weights are its init, which a resumed run checks as such; the other arms never read them.
+    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {"supervised_weights"}
 
     data: str  # ImageFolder root: train/<class>/*, val/<class>/*
     arch: str = DEFAULT_ARCH  # any timm classifier; layer decay < 1 needs a ResNet or a ConvNeXt
     # Where unset recipe keys come from; "auto" in params.yaml is resolved to the one named like arch.
     recipe: Annotated[str, OneOf(*RECIPES)]
     input_size: Annotated[int, AtLeast(32)] = 224
+    # The supervised arm's classifier (the `supervised_models`): "torchvision:<weights>", "timm:<model>.<tag>" or a
+    # file, found offline as eval/supervised.py says ("own" is detection's: this DAG's scratch run on these labels).
+    supervised_weights: str = OWN
 
     # The recipe (and epochs, warmup_epochs, base_lr, weight_decay): no defaults here, a recipe fills what the
     # section leaves out.
@@ -66,6 +72,7 @@ class FinetuneConfig(TrainingConfig):
     def __post_init__(self) -> None:
         require(bool(self.data), "data", "must name an ImageFolder root with train/ and val/")
         require(timm.is_model(self.arch), "arch", f"unknown timm architecture {self.arch!r}")
+        require((problem := check_source(self.supervised_weights)) is None, "supervised_weights", str(problem))
         check_fields(self)
         self.check_schedule()
         require(self.layer_decay == 1 or supports_layer_decay(self.arch), "layer_decay",

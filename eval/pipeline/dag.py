@@ -7,8 +7,9 @@ DVC's placeholders, the tables stage with real names. Branches:
 - pretraining: every model in ``models`` with the method (``sparse``), plus every ``ablations`` variant on the
   ``ablation_models``; once, with ``pretrain_seed`` (pretraining is the expensive stage: at paper scale, and in
   the paper, each encoder is pretrained once);
-- fine-tuning: in every ``label_regimes`` regime, from scratch and from the ``sparse`` encoder of each model, and
-  from every ablation encoder in the ``ablation_regimes``;
+- fine-tuning: in every ``label_regimes`` regime, from scratch and from the ``sparse`` encoder of each model, from
+  a supervised classifier for the ``supervised_models`` (your own data's question: SparK or the ImageNet weights
+  you use now?), and from every ablation encoder in the ``ablation_regimes``;
 - detection: from scratch, from a supervised classifier (the paper's COCO baseline; eval/supervised.py says whose)
   and from the ``sparse`` encoder, for the ``detection_models``.
 
@@ -41,7 +42,7 @@ class Family:
     """Branches of one stage that share their shape, each axis named by the params key that lists its values or
     given as the values: one DVC matrix stage, and together the stage's branches."""
 
-    model: str  # the params key of its models: models, ablation_models or detection_models
+    model: str  # the params key of its models: models, ablation_models, detection_models or supervised_models
     init: str | tuple[str]  # "ablations" (every variant), or the one init, e.g. (METHOD,)
     regime: str | None = None  # label_regimes or ablation_regimes: one branch per label regime
     seeds: bool = True  # one branch per seed in ``seeds``; else one, with ``pretrain_seed``
@@ -52,7 +53,7 @@ class Family:
         seeds = params["seeds"] if self.seeds else [pretrain_seed(params)]
         for regime in list(params[self.regime] or []) if self.regime else [None]:
             for seed in seeds:
-                for model in params[self.model] or []:
+                for model in params.get(self.model) or []:
                     for init in inits:
                         yield Branch(model, init, seed, regime)
 
@@ -158,6 +159,7 @@ class DagConfig(Checked):
     ablation_models: list[str] | None
     detection_models: list[str] | None
     ablations: dict[str, dict[str, Any]] | None  # variant: pretrain overrides
+    supervised_models: list[str] | None = None  # which models also fine-tune from supervised weights
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> DagConfig:
@@ -176,7 +178,7 @@ class DagConfig(Checked):
             require(regime in self.label_regimes, "ablation_regimes",
                     f"{regime!r} is not in label_regimes ({', '.join(self.label_regimes)})")
         require(bool(self.models), "models", "expected a mapping of model names to per-stage overrides")
-        for key in ("ablation_models", "detection_models"):
+        for key in ("ablation_models", "detection_models", "supervised_models"):
             for model in getattr(self, key) or []:
                 require(model in self.models, key, f"{model!r} is not in models ({', '.join(self.models)})")
         for name, overrides in (self.ablations or {}).items():

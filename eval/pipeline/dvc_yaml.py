@@ -114,7 +114,9 @@ def _family(stage: Stage, family: Family) -> dict[str, Any]:
 def _report() -> dict[str, Any]:
     return {
         "cmd": _command("report", "--out", LAYOUT.results),
-        "deps": [*(LAYOUT.stage_runs(s.name) for s in training_stages()), *stage_code("report")],
+        # every run of the preset: one folder, which exists whichever stages have branches (.dvcignore leaves in it
+        # only the declared outputs)
+        "deps": [LAYOUT.runs, *stage_code("report")],
         "params": list(DAG_KEYS),
         "outs": [LAYOUT.results],
     }

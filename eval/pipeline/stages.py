@@ -213,6 +213,7 @@ STAGES = {stage.name: stage for stage in (
           schema="eval.finetune.config:FinetuneConfig",
           families=(Family("models", (SCRATCH,), regime="label_regimes", name="scratch"),
                     Family("models", (METHOD,), regime="label_regimes"),
+                    Family("supervised_models", (SUPERVISED,), regime="label_regimes", name="supervised"),
                     Family("ablation_models", "ablations", regime="ablation_regimes", name="ablation")),
           data="classification", outs=("encoder.pth", "run.json"), plots=True, check=_reads_labelled_images,
           curves=(Curve("loss", "fine-tuning training loss"), Curve("top1", "validation top-1 (%)"))),
@@ -248,7 +249,7 @@ def validate(params: dict[str, Any]) -> None:
     stage, the stages' resources, and that the stages read the data ``prepare`` writes. Raises one
     :class:`ConfigError` naming the first bad key."""
     from eval.data.config import DataConfig
-    from eval.data.paths import prepared_data
+    from eval.data.paths import NO_DETECTION, prepared_data
 
     DagConfig.parse(params)
     data = prepared_data(DataConfig.parse(params))
@@ -262,12 +263,19 @@ def validate(params: dict[str, Any]) -> None:
             config = branch_config(params, schema, model=model, variant=variant, regime=regime)
             if stage.check:
                 stage.check(config, data)
-        for model in sorted({b.model for b in stage.branches(params) if b.init == SUPERVISED}):
+        for model in _supervised_models(params, stage):
             source = branch_config(params, schema, model=model).supervised_weights
+            if source == OWN and stage.name == "finetune":
+                raise ConfigError(f"params: finetune.supervised_weights: the supervised arm of {model} needs a "
+                                  f"classifier trained elsewhere ('torchvision:<weights>', 'timm:<model>.<tag>' or a "
+                                  f"file); '{OWN}' is this DAG's fine-tuning from scratch on these same labels")
             if source == OWN and ALL_LABELS not in params["label_regimes"]:
                 raise ConfigError(f"params: label_regimes: the supervised arm of {model} reads the DAG's own "
                                   f"classifier ({stage.name}.supervised_weights: {OWN}), the fine-tuning from scratch "
                                   f"with '{ALL_LABELS}' labels: add that regime")
+    if DataConfig.parse(params).detection == NO_DETECTION and params.get("detection_models"):
+        raise ConfigError(f"params: detection_models: data.detection is '{NO_DETECTION}', so no model can run "
+                          "Mask R-CNN: set it to [] or name detection data")
     for stage in STAGES:
         stage_resources(params, stage)
     unknown = sorted(set(params.get("resources") or {}) - set(STAGES))
@@ -275,19 +283,27 @@ def validate(params: dict[str, Any]) -> None:
         raise ConfigError(f"params: resources.{unknown[0]}: unknown stage (known: {', '.join(STAGES)})")
 
 
-def supervised_start(params: dict[str, Any], model: str) -> Path:
-    """The weights file the supervised arm of ``model`` starts from, as its detection section names them."""
-    source = branch_config(params, STAGES["detection"].section(), model=model).supervised_weights
+def _supervised_models(params: dict[str, Any], stage: Stage) -> list[str]:
+    """The models whose supervised arm ``stage`` runs."""
+    return sorted({b.model for b in stage.branches(params) if b.init == SUPERVISED})
+
+
+def supervised_start(params: dict[str, Any], stage: str, model: str) -> Path:
+    """The weights file the supervised arm of ``model`` starts from in ``stage``, as its section names them."""
+    source = branch_config(params, STAGES[stage].section(), model=model).supervised_weights
     return weights_file(source, own=layout(params).supervised(model, pretrain_seed(params)))
 
 
 def check_published_weights(params: dict[str, Any]) -> None:
     """Every published supervised weight file the preset names is on this machine: ``prepare`` calls this, so a
-    missing one stops the run before any work rather than when detection starts, hours later."""
-    for model in params.get("detection_models") or []:  # none in a params file for prepare alone
-        source = branch_config(params, STAGES["detection"].section(), model=model).supervised_weights
-        if source != OWN:
-            weights_file(source, own="")
+    missing one stops the run before any work rather than when fine-tuning or detection starts, hours later."""
+    if "models" not in params:  # a params file for prepare alone names no models
+        return
+    for stage in training_stages():
+        for model in _supervised_models(params, stage):
+            source = branch_config(params, stage.section(), model=model).supervised_weights
+            if source != OWN:
+                weights_file(source, own="")
 
 
 def workflow_params(configfiles: list[str | Path], config: dict[str, Any],

@@ -22,16 +22,11 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from spark.config import ConfigError
-from spark.errors import InputError
-from spark.images import IMAGE_EXTENSIONS, is_image
+from spark.images import IMAGE_EXTENSIONS, BadImageError, is_image, read_rgb
 
 logger = logging.getLogger(__name__)
 
 CROP_SCALE = (0.67, 1.0)
-
-
-class BadImageError(InputError, RuntimeError):
-    """An image file that cannot be decoded; the message names its path."""
 
 
 def list_images(source: str | Path, key: str = "pretrain.data") -> list[Path]:
@@ -80,15 +75,6 @@ def eval_transform(size: int) -> Callable[[Image.Image], Tensor]:
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     ])
-
-
-def read_rgb(path: Path) -> Image.Image:
-    """Decode ``path`` fully as RGB, or raise :class:`BadImageError` naming it."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"cannot read image {path}: {err}") from err
 
 
 class ImageFiles(Dataset):
