@@ -172,22 +172,26 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
 AUTO = "auto"
 
 
-def with_recipe(section: Any, name: str, recipes: typing.Mapping[str, Any], default_arch: str) -> Any:
-    """Section ``name`` merged over its recipe (a dataclass of ``recipes``): the keys the section sets win, and
-    ``recipe`` (``auto``: the one named like ``arch``) is resolved to the recipe's name. Non-mappings pass through
-    for the section's schema to reject."""
-    if not isinstance(section, dict):
-        return section
-    recipe = section.get("recipe", AUTO)
-    if recipe == AUTO:
-        arch = section.get("arch", default_arch)
-        if arch not in recipes:
-            raise ConfigError(f"params: {name}.recipe: no recipe is named like arch {arch!r}; name one of "
-                              f"{', '.join(recipes)}")
-        recipe = arch
-    if recipe not in recipes:
-        raise ConfigError(f"params: {name}.recipe: must be 'auto' or one of {', '.join(recipes)}, got {recipe!r}")
-    return {**dataclasses.asdict(recipes[recipe]), **section, "recipe": recipe}
+def parse_with_recipe(params: dict[str, Any], schema: type[T], recipes: typing.Mapping[str, Any],
+                      default_arch: str) -> T:
+    """Section ``schema.SECTION`` merged over its recipe (a dataclass of ``recipes``), then validated: the keys the
+    section sets win, and ``recipe`` (``auto``: the one named like ``arch``) is resolved to the recipe's name."""
+    name = schema.SECTION
+    if name not in params:
+        raise ConfigError(f"params: missing section '{name}'")
+    section = params[name]
+    if isinstance(section, dict):  # anything else is for from_dict to reject
+        recipe = section.get("recipe", AUTO)
+        if recipe == AUTO:
+            arch = section.get("arch", default_arch)
+            if arch not in recipes:
+                raise ConfigError(f"params: {name}.recipe: no recipe is named like arch {arch!r}; name one of "
+                                  f"{', '.join(recipes)}")
+            recipe = arch
+        if recipe not in recipes:
+            raise ConfigError(f"params: {name}.recipe: must be 'auto' or one of {', '.join(recipes)}, got {recipe!r}")
+        section = {**dataclasses.asdict(recipes[recipe]), **section, "recipe": recipe}
+    return parse_section({**params, name: section}, name, schema)
 
 
 def from_dict(schema: type[T], raw: Any, prefix: str) -> T:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from spark.config import (
-    Above, AtLeast, ConfigError, DropPathRate, OneOf, Range, Section, check_fields, parse_section, require, with_recipe,
+    Above, AtLeast, DropPathRate, OneOf, Range, Section, check_fields, parse_with_recipe, require,
 )
 
 from ..supervised import OWN, check_source
@@ -98,10 +98,7 @@ class DetectionConfig(Section):
     @classmethod
     def parse(cls, params: dict[str, Any]) -> DetectionConfig:
         """The validated ``detection`` section of loaded params, recipe applied."""
-        if cls.SECTION not in params:
-            raise ConfigError(f"params: missing section '{cls.SECTION}'")
-        section = with_recipe(params[cls.SECTION], cls.SECTION, RECIPES, DEFAULT_ARCH)
-        return parse_section({**params, cls.SECTION: section}, cls.SECTION, cls)
+        return parse_with_recipe(params, cls, RECIPES, DEFAULT_ARCH)
 
     def path(self, relative: str) -> Path:
         """A dataset path resolved against ``data_root`` (absolute paths pass through)."""

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import timm
 
 from spark.config import (
-    AUTO, AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_section, require, with_recipe,
+    AUTO, AtLeast, ConfigError, DropPathRate, OneOf, Range, check_fields, parse_with_recipe, require,
 )
 from spark.engine import CompileSetting, TrainingConfig
 
@@ -87,10 +87,7 @@ class FinetuneConfig(TrainingConfig):
     @classmethod
     def parse(cls, params: dict[str, Any]) -> FinetuneConfig:
         """The validated ``finetune`` section of loaded params, recipe applied."""
-        if cls.SECTION not in params:
-            raise ConfigError(f"params: missing section '{cls.SECTION}'")
-        section = with_recipe(params[cls.SECTION], cls.SECTION, RECIPES, DEFAULT_ARCH)
-        return parse_section({**params, cls.SECTION: section}, cls.SECTION, cls)
+        return parse_with_recipe(params, cls, RECIPES, DEFAULT_ARCH)
 
     @property
     def loss_name(self) -> Literal["bce", "ce"]:
