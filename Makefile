@@ -60,7 +60,7 @@ test: setup
 	SPARK_TESTS_REQUIRE_ALL=1 $(BIN)/python -m pytest -q --durations=15
 
 # Does the suite catch the mistakes that matter? Each deliberate breakage of tests/mutants.yaml is applied to a scratch
-# copy and the tests named for it run there; every one must be caught. On demand, not in CI (about 4 min on 2 cores).
+# copy and the tests named for it run there; every one must be caught. On demand, not in CI (about 10 min on 2 cores).
 mutants: setup
 	$(BIN)/python tests/mutants.py
 
