@@ -20,7 +20,6 @@ from spark.io import write_text
 from . import figures, reference
 from .curves import arm_curves
 from .detection.config import DetectionConfig
-from .detection.recipes import paper_schedule
 from .pipeline.params import branch_config, branch_section
 from .pipeline.stages import training_stages
 from .supervised import OWN
@@ -53,7 +52,7 @@ def detection_recipes(params: dict) -> tuple[dict[str, str], dict[str, str | Non
     paper's (1x, 3x; else None)."""
     configs = {m: branch_config(params, DetectionConfig, model=m) for m in params["detection_models"] or []}
     weights = {m: OWN_CLASSIFIER if c.supervised_weights == OWN else c.supervised_weights for m, c in configs.items()}
-    return weights, {m: paper_schedule(c.recipe, c.batch_size, c.max_iter, c.steps) for m, c in configs.items()}
+    return weights, {m: c.paper_schedule for m, c in configs.items()}
 
 
 TABLE_PAGE = """<!DOCTYPE html>

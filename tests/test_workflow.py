@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from eval.detection.config import DetectionConfig
-from eval.detection.recipes import paper_schedule
 from eval.pipeline.dag import layout
 from eval.pipeline.stages import STAGES, training_stages, validate, workflow_params
 from eval.pipeline.dvc_yaml import render, render_dvcignore
@@ -168,8 +167,7 @@ def test_paper_dry_run_lists_every_job_without_the_data(tmp_path):
         assert f"runs/paper/finetune/all/convnext_small/{variant}/seed0/metrics.json" in text
     assert "runs/paper/finetune/all/convnext_small/scratch/seed0/metrics.json" in text  # "not pretrained"
     params = load_params(PRESETS["paper"])
-    schedules = {m: paper_schedule(c.recipe, c.batch_size, c.max_iter, c.steps)
-                 for m in params["detection_models"] for c in [branch_config(params, DetectionConfig, model=m)]}
+    schedules = {m: branch_config(params, DetectionConfig, model=m).paper_schedule for m in params["detection_models"]}
     assert schedules == {"resnet50": "1x", "convnext_base": "3x"}
 
 

@@ -17,7 +17,7 @@ from spark.config import (
 )
 
 from ..supervised import OWN, check_source
-from .recipes import RECIPES
+from .recipes import RECIPES, paper_schedule
 
 # Encoders Detectron2's own ResNet implements (depth → timm name); anything else goes through the timm wrapper.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
@@ -99,6 +99,11 @@ class DetectionConfig(Section):
     def parse(cls, params: dict[str, Any]) -> DetectionConfig:
         """The validated ``detection`` section of loaded params, recipe applied."""
         return parse_with_recipe(params, cls, RECIPES, DEFAULT_ARCH)
+
+    @property
+    def paper_schedule(self) -> str | None:
+        """``1x`` or ``3x`` when this run trains on its recipe's schedule (the paper's numbers compare), else None."""
+        return paper_schedule(self.recipe, self.batch_size, self.max_iter, self.steps)
 
     def path(self, relative: str) -> Path:
         """A dataset path resolved against ``data_root`` (absolute paths pass through)."""
